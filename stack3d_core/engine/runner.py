@@ -1,0 +1,153 @@
+"""Running one step on one channel: measure / pairs → combine → apply, on any executor.
+
+Tasks cover short runs of consecutive slices (so a large state is pickled a few times per
+worker, not once per slice) and are all submitted at once; results are collected as they
+complete. The first failing task cancels the others and fails the step promptly with the
+step, channel, slice and file named.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from ..errors import StepError
+from ..progress import ProgressCallback, ProgressEvent
+from ..stackio import StackReader, StackWriter
+from ..step import Step, StepContext, StepKind
+from .tasks import TaskFailure, apply_chunk, measure_chunk, pair_chunk
+
+__all__ = ["StepOutcome", "chunked", "execute_step"]
+
+
+@attrs.frozen
+class StepOutcome:
+    """What a step produced for one channel (pixels excepted)."""
+
+    state: Any
+    stats: np.ndarray | None
+    nan_zeroed: int = 0
+    n_out: int = 0
+
+
+def chunked(items: Sequence[Any], parallelism: int, max_size: int = 16) -> list[Sequence[Any]]:
+    """Split ``items`` into runs of consecutive items: about four runs per worker, at most
+    ``max_size`` items each (one item each when running serially)."""
+    if not items:
+        return []
+    size = 1 if parallelism <= 1 else max(1, min(max_size, math.ceil(len(items) / (parallelism * 4))))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def run_phase(
+    executor: cf.Executor,
+    fn: Callable[..., list[Any]],
+    args_before: tuple[Any, ...],
+    chunks: Sequence[Sequence[Any]],
+    args_after: tuple[Any, ...] = (),
+    *,
+    step: str,
+    channel: str,
+    phase: str,
+    progress: ProgressCallback | None,
+) -> list[Any]:
+    """Submit ``fn(*args_before, chunk, *args_after)`` for every chunk; return all results
+    (flattened, in completion order) or raise :class:`StepError` on the first failure."""
+    total = sum(len(c) for c in chunks)
+    if progress:
+        progress(ProgressEvent("start", step, channel, phase, 0, total))
+    futures = {executor.submit(fn, *args_before, chunk, *args_after): chunk for chunk in chunks}
+    results: list[Any] = []
+    try:
+        for future in cf.as_completed(futures):
+            exc = future.exception()
+            if exc is not None:
+                raise _step_error(exc, step, channel, futures[future]) from exc
+            results.extend(future.result())
+            if progress:
+                progress(ProgressEvent("advance", step, channel, phase, len(futures[future]), total))
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    finally:
+        if progress:
+            progress(ProgressEvent("end", step, channel, phase, total, total))
+    return results
+
+
+def _describe_chunk(chunk: Sequence[Any]) -> str:
+    first, last = chunk[0], chunk[-1]
+    first = getattr(first, "index", first)
+    last = getattr(last, "index", last)
+    return f"slice {first}" if first == last else f"slices {first}-{last}"
+
+
+def _step_error(exc: BaseException, step: str, channel: str, chunk: Sequence[Any]) -> StepError:
+    if isinstance(exc, TaskFailure):
+        return StepError(step, exc.message, channel=channel, index=exc.index, file=exc.file)
+    if type(exc).__name__ == "TaskFailure":  # re-raised by Dask from the worker's copy
+        index, file, message = exc.args[:3]
+        return StepError(step, message, channel=channel, index=index, file=file)
+    # a dead worker breaks every pending task: the chunk named is the first reported
+    return StepError(step, f"the task for {_describe_chunk(chunk)} failed (a worker died or the "
+                           f"executor broke): {type(exc).__name__}: {exc}", channel=channel)
+
+
+def execute_step(
+    step: Step,
+    ctx: StepContext,
+    reader: StackReader,
+    make_writer: Callable[[Any, Sequence[str]], StackWriter],
+    executor: cf.Executor,
+    parallelism: int,
+    progress: ProgressCallback | None = None,
+) -> StepOutcome:
+    """Run ``step`` on ``ctx.channel`` of ``reader``.
+
+    :param make_writer: ``(output StackMeta, output names) -> writer`` for the step's
+        images (called only by steps that write images).
+    """
+    name, channel = step.name, ctx.channel
+    n = ctx.meta.n
+    common = dict(step=name, channel=channel, progress=progress)
+    if step.kind is StepKind.REDUCE:
+        pairs = run_phase(executor, measure_chunk, (step, reader, channel),
+                          chunked(range(n), parallelism), phase="measure", **common)
+        measures = [m for _, m in sorted(pairs, key=lambda p: p[0])]
+    elif step.kind is StepKind.PAIRWISE:
+        pairs = run_phase(executor, pair_chunk, (step, reader, channel),
+                          chunked(range(1, n), parallelism), phase="pairs", **common)
+        measures = [m for _, m in sorted(pairs, key=lambda p: p[0])]
+    else:
+        measures = []
+    try:
+        state = step.combine(ctx, measures)
+    except StepError:
+        raise
+    except Exception as exc:
+        raise StepError(name, f"{type(exc).__name__}: {exc}", channel=channel) from exc
+    if not step.writes_images:
+        return StepOutcome(state, None)
+
+    jobs = step.plan(ctx, state)
+    meta_out = step.output_meta(ctx, state, jobs)
+    writer = make_writer(meta_out, [j.name for j in jobs])
+    try:
+        results = run_phase(executor, apply_chunk, (step, state, reader, channel),
+                            chunked(jobs, parallelism), (writer,), phase="apply", **common)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    stats = np.full((len(jobs), 3, 3), np.nan)
+    nan_zeroed = 0
+    for index, slice_stats, n_nan in results:
+        stats[index] = slice_stats
+        nan_zeroed += n_nan
+    return StepOutcome(state, stats, nan_zeroed, len(jobs))

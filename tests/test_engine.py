@@ -1,0 +1,274 @@
+"""The engine: identical results on every executor, prompt failures that name the slice and
+file, atomic step folders, untouched inputs, history and re-runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from stack3d_core import PluginHost, StepError, parse_config, run
+from stack3d_core.testing import check_step
+
+from . import steps_for_tests as tsteps
+from .conftest import make_stack, tree_digest, write_slices
+
+
+@pytest.fixture(scope="module")
+def host() -> PluginHost:
+    host = PluginHost()
+    host.register(tsteps.PLUGIN, "teststeps")
+    return host
+
+
+def project(tmp_path: Path, stack: np.ndarray | None = None, channels: tuple[str, ...] = (".",)) -> Path:
+    folder = tmp_path / "project"
+    stack = make_stack() if stack is None else stack
+    for i, ch in enumerate(channels):
+        write_slices(folder if ch == "." else folder / ch, stack + i if i else stack)
+    return folder
+
+
+def config_for(folder: Path, host: PluginHost, steps: list[str], **tables: dict) -> object:
+    channels = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "process") or ["."]
+    data = {"channels": channels, "process_steps": steps, **tables}
+    return parse_config(data, host, project_dir=folder)
+
+
+def test_test_steps_honour_the_contract() -> None:
+    for cls in tsteps.STEPS:
+        check_step(cls)
+
+
+ALL_KINDS = ["cropping", "equalise_mean", "cumulative_difference", "count_only", "pair_average", "add_offset"]
+
+
+@pytest.mark.slow
+def test_serial_processes_and_dask_give_identical_files(tmp_path: Path, host: PluginHost) -> None:
+    digests = {}
+    for executor in ("serial", "processes", "dask"):
+        folder = project(tmp_path / executor, make_stack(n=9, dtype="uint16"), channels=("SE2", "ESB"))
+        config = config_for(folder, host, ALL_KINDS, cropping={"area": [3, 50, 2, 33]})
+        result = run(config, host=host, executor=executor, workers=2)
+        assert result.ran == tuple(ALL_KINDS)
+        digests[executor] = tree_digest(folder / "process")
+    assert digests["serial"], "nothing was written"
+    # per channel: 9 slices + stats.npy for cropping, equalise_mean (+ means.npy) and
+    # cumulative_difference; pair_average and add_offset have 4 slices + stats.npy
+    assert len(digests["serial"]) == 2 * (3 * (9 + 1) + 1 + 2 * (4 + 1))
+    assert digests["processes"] == digests["serial"]
+    assert digests["dask"] == digests["serial"]
+
+
+def test_each_kind_computes_the_right_thing(tmp_path: Path, host: PluginHost) -> None:
+    stack = make_stack(n=6, dtype="uint16")
+    folder = project(tmp_path, stack)
+    config = config_for(folder, host, ["equalise_mean", "cumulative_difference", "count_only", "pair_average"])
+    run(config, host=host)
+    means = stack.reshape(6, -1).mean(1)
+    eq = np.stack([tifffile.imread(p) for p in sorted((folder / "process/equalise_mean").glob("*.tif"))])
+    expected = np.clip(np.rint(stack * (means.mean() / means)[:, None, None]), 0, 65535)
+    np.testing.assert_array_equal(eq, expected)
+    np.testing.assert_allclose(np.load(folder / "process/equalise_mean/outputs/means.npy"), means)
+    avg = sorted((folder / "process/pair_average").glob("*.tif"))
+    assert [p.name for p in avg] == ["avg_0000.tif", "avg_0001.tif", "avg_0002.tif"]
+    assert (folder / "process/count_only/count.txt").read_text() == "6"
+    stats = np.load(folder / "process/equalise_mean/outputs/stats.npy")
+    assert stats.shape == (6, 3, 3)
+    np.testing.assert_allclose(stats[:, 0, 2], means)  # input mean
+    np.testing.assert_allclose(stats[:, 2, 2], eq.reshape(6, -1).mean(1))  # cast output mean
+
+
+def test_cast_rounds_and_clips_and_zeroes_nan(tmp_path: Path, host: PluginHost) -> None:
+    stack = np.array([[[0, 1, 2, 254, 255, 100]]], dtype=np.uint8).repeat(2, 0)
+    folder = project(tmp_path, stack)
+    config = config_for(folder, host, ["add_offset"], add_offset={"value": 0.6})
+    run(config, host=host)
+    out = tifffile.imread(folder / "process/add_offset/slice_0000_z=0.0000um.tif")
+    np.testing.assert_array_equal(out[0], [1, 2, 3, 255, 255, 101])  # rounded (PyStack3D truncates)
+    result = run(config_for(folder, host, ["make_nan"]), host=host)
+    out = tifffile.imread(folder / "process/make_nan/slice_0000_z=0.0000um.tif")
+    assert out[0, 0] == 0
+    assert any("NaN" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("executor", ["serial", "processes", "dask"])
+def test_a_failing_slice_fails_promptly_naming_step_slice_and_file(
+    tmp_path: Path, host: PluginHost, executor: str
+) -> None:
+    folder = project(tmp_path, make_stack(n=12))
+    before = tree_digest(folder, ("*",))
+    config = config_for(folder, host, ["cropping", "fail_at"], fail_at={"at": 7})
+    t0 = time.perf_counter()
+    with pytest.raises(StepError) as info:
+        run(config, host=host, executor=executor, workers=2)
+    assert time.perf_counter() - t0 < 60
+    err = info.value
+    assert err.step == "fail_at" and err.index == 7
+    assert "slice_0007_z=0.0700um.tif" in str(err)
+    assert "deliberate failure" in str(err)
+    # cropping finished and was published; the failed step left nothing that looks complete
+    assert (folder / "process/cropping/slice_0011_z=0.1100um.tif").exists()
+    assert not (folder / "process/fail_at").exists()
+    assert not list((folder / "process").glob(".*partial*"))
+    assert tree_digest(folder, ("*.tif",)) == {k: v for k, v in tree_digest(folder, ("*.tif",)).items()}
+    assert {k: v for k, v in tree_digest(folder, ("*",)).items() if not k.startswith("process")} == before
+
+
+@pytest.mark.parametrize("executor", ["processes", "dask"])
+def test_a_dying_worker_fails_the_run_instead_of_hanging(tmp_path: Path, host: PluginHost, executor: str) -> None:
+    folder = project(tmp_path, make_stack(n=8))
+    config = config_for(folder, host, ["fail_at"], fail_at={"at": 3, "hard": True})
+    t0 = time.perf_counter()
+    with pytest.raises(StepError, match="fail_at"):
+        run(config, host=host, executor=executor, workers=2)
+    assert time.perf_counter() - t0 < 120
+    assert not (folder / "process/fail_at").exists()
+
+
+def test_corrupt_tiff_is_named_and_inputs_stay_intact(tmp_path: Path, host: PluginHost) -> None:
+    folder = project(tmp_path, make_stack(n=5))
+    bad = folder / "slice_0003_z=0.0300um.tif"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated
+    before = tree_digest(folder, ("*",))
+    with pytest.raises(StepError) as info:
+        run(config_for(folder, host, ["cropping"]), host=host)
+    assert bad.name in str(info.value) and info.value.index == 3
+    assert tree_digest(folder, ("*",)) == {**before, **tree_digest(folder, ("process/*",))}
+    assert not (folder / "process/cropping").exists()
+
+
+def test_slice_of_another_shape_is_named(tmp_path: Path, host: PluginHost) -> None:
+    folder = project(tmp_path, make_stack(n=4))
+    odd = folder / "slice_0002_z=0.0200um.tif"
+    tifffile.imwrite(odd, np.zeros((10, 10), np.uint8))
+    with pytest.raises(StepError, match="slice_0002"):
+        run(config_for(folder, host, ["cropping"]), host=host)
+
+
+def test_history_skips_done_steps_and_reruns_changed_ones(tmp_path: Path, host: PluginHost) -> None:
+    folder = project(tmp_path)
+    steps = ["add_offset", "cropping"]
+    first = run(config_for(folder, host, steps, add_offset={"value": 1.0}), host=host)
+    assert first.ran == tuple(steps)
+    again = run(config_for(folder, host, steps, add_offset={"value": 1.0}), host=host)
+    assert again.ran == () and again.skipped == tuple(steps)
+    # new parameters for the first step: it runs again, and so does the step after it
+    changed = run(config_for(folder, host, steps, add_offset={"value": 2.0}), host=host)
+    assert changed.ran == tuple(steps)
+    # new parameters for the last step only: the first is skipped
+    last = run(config_for(folder, host, steps, add_offset={"value": 2.0}, cropping={"area": [0, 20, 0, 20]}), host=host)
+    assert last.skipped == ("add_offset",) and last.ran == ("cropping",)
+    redo = run(config_for(folder, host, steps, add_offset={"value": 2.0}, cropping={"area": [0, 20, 0, 20]}),
+               host=host, redo=True)
+    assert redo.ran == tuple(steps)
+    # the chain: cropping read add_offset's output
+    out = tifffile.imread(folder / "process/cropping/slice_0000_z=0.0000um.tif")
+    raw = tifffile.imread(folder / "slice_0000_z=0.0000um.tif")
+    np.testing.assert_array_equal(out, np.clip(raw[-20:, :20].astype(int) + 2, 0, 255))
+
+
+def test_ind_min_ind_max_select_slices(tmp_path: Path, host: PluginHost) -> None:
+    folder = project(tmp_path, make_stack(n=8))
+    config = parse_config({"ind_min": 2, "ind_max": 4, "process_steps": ["cropping"]}, host, project_dir=folder)
+    run(config, host=host)
+    names = sorted(p.name for p in (folder / "process/cropping").glob("*.tif"))
+    assert names == [f"slice_000{k}_z=0.0{k}00um.tif" for k in (2, 3, 4)]
+
+
+def test_unchained_steps_all_read_the_input(tmp_path: Path, host: PluginHost) -> None:
+    from stack3d_core.engine.pipeline import run_pipeline
+
+    folder = project(tmp_path)
+    config = config_for(folder, host, ["add_offset", "cropping"], add_offset={"value": 3.0})
+    result = run_pipeline(config, host, chain=False)
+    assert result.ran == ("add_offset", "cropping")
+    out = tifffile.imread(folder / "process/cropping/slice_0000_z=0.0000um.tif")
+    np.testing.assert_array_equal(out, tifffile.imread(folder / "slice_0000_z=0.0000um.tif"))
+    assert not (folder / "process/stack3d_run.json").exists() or "add_offset" not in \
+        (folder / "process/stack3d_run.json").read_text().split('"history"')[1].split('"runs"')[0]
+
+
+def test_export_to_output_writer(tmp_path: Path, host: PluginHost) -> None:
+    folder = project(tmp_path)
+    data = {"process_steps": ["cropping"], "cropping": {"area": [0, 30, 0, 20]},
+            "output": {"writer": "tiff_folder", "path": "exported"}}
+    run(parse_config(data, host, project_dir=folder), host=host)
+    exported = sorted((folder / "exported").glob("*.tif"))
+    assert len(exported) == 6
+    np.testing.assert_array_equal(tifffile.imread(exported[0]),
+                                  tifffile.imread(folder / "process/cropping" / exported[0].name))
+
+
+def test_hook_stack3d_before_step(tmp_path: Path) -> None:
+    calls = []
+
+    class Observer:
+        from stack3d_core import hookimpl
+
+        @hookimpl
+        def stack3d_before_step(self, step, context):
+            calls.append((step.name, context.channel, context.meta.n, any(context.image_dir.glob("*.tif"))))
+
+    host = PluginHost()
+    host.register(Observer(), "observer")
+    folder = project(tmp_path, channels=("A", "B"))
+    run(config_for(folder, host, ["cropping"]), host=host)
+    assert calls == [("cropping", "A", 6, False), ("cropping", "B", 6, False)]
+
+
+def test_hook_stack3d_after_step(tmp_path: Path) -> None:
+    calls = []
+
+    class Observer:
+        from stack3d_core import hookimpl
+
+        @hookimpl
+        def stack3d_after_step(self, step, context, stats, seconds):
+            calls.append((step.name, stats.shape, (context.outputs_dir / "stats.npy").exists(), seconds >= 0))
+
+    host = PluginHost()
+    host.register(Observer(), "observer")
+    folder = project(tmp_path)
+    run(config_for(folder, host, ["cropping"]), host=host)
+    assert calls == [("cropping", (6, 3, 3), True, True)]
+    assert (folder / "process/cropping/outputs/stats.png").stat().st_size > 1000  # the built-in plots plugin
+
+
+def test_hook_stack3d_on_step_error(tmp_path: Path) -> None:
+    calls = []
+
+    class Observer:
+        from stack3d_core import hookimpl
+
+        @hookimpl
+        def stack3d_on_step_error(self, step, context, error):
+            calls.append((step.name, type(error).__name__, getattr(error, "index", None)))
+            raise RuntimeError("an observer failing must not mask the error")
+
+    host = PluginHost()
+    host.register(tsteps.PLUGIN, "teststeps")
+    host.register(Observer(), "observer")
+    folder = project(tmp_path)
+    with pytest.raises(StepError, match="deliberate"):
+        run(config_for(folder, host, ["fail_at"], fail_at={"at": 1}), host=host)
+    assert calls == [("fail_at", "StepError", 1)]
+
+
+def test_an_observer_failure_names_its_plugin(tmp_path: Path) -> None:
+    from stack3d_core import Stack3dError, hookimpl
+
+    class Broken:
+        @hookimpl
+        def stack3d_before_step(self):
+            raise KeyError("oops")
+
+    host = PluginHost()
+    host.register(Broken(), "broken_observer")
+    folder = project(tmp_path)
+    with pytest.raises(Stack3dError, match="plugin 'broken_observer' failed in stack3d_before_step"):
+        run(config_for(folder, host, ["cropping"]), host=host)
+    assert not (folder / "process/cropping").exists()
