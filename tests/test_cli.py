@@ -125,3 +125,15 @@ def test_missing_project_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[st
     empty.mkdir()
     assert main(["run", str(empty)]) == 1
     assert "no .toml" in capsys.readouterr().err
+
+
+def test_relative_paths_from_the_working_folder(tiny_project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tiny_project.parent)
+    assert main(["validate", "project/params.toml"]) == 0
+    assert f"project folder {tiny_project.resolve()}" in capsys.readouterr().out
+    assert main(["run", "project", "-q"]) == 0
+    assert (tiny_project / "process/cropping").is_dir()
+    assert main(["synth", "rel_synth", "--slices", "3", "--shape", "16", "16"]) == 0
+    assert main(["run", "rel_synth/params.toml", "-q"]) == 0
+    assert (tiny_project.parent / "rel_synth/process/cropping").is_dir()

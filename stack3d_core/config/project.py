@@ -220,9 +220,12 @@ def parse_config(
     base = project_dir
     if base is None:
         named = next((top[k] for k in PROJECT_DIR_KEYS if top.get(k)), None)
-        base = Path(named) if named else (source.parent if source else Path.cwd())
-        if source is not None and not base.is_absolute():
-            base = source.parent / base
+        if named is None:
+            base = source.parent if source is not None else Path.cwd()
+        else:  # a relative folder in the file is relative to the file
+            base = Path(named).expanduser()
+            if source is not None and not base.is_absolute():
+                base = source.parent / base
     base = base.resolve()
 
     engine, found = structure_table(EngineConfig, data.get("engine", {}), "engine")
