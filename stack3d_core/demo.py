@@ -25,7 +25,7 @@ from .cli.init_toml import toml_value
 from .engine.pipeline import INTERMEDIATE_FORMAT, run_pipeline
 from .engine.record import write_atomic
 from .stackio import StackMeta
-from .testing.synth import SynthSpec, SyntheticStack, make_stack
+from .testing.synth import SyntheticStack, SynthSpec, make_stack
 
 if TYPE_CHECKING:
     from .plugin.host import PluginHost

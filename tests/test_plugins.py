@@ -290,3 +290,15 @@ def test_hook_stack3d_register_writers(tmp_path: Path) -> None:
     run(parse_config(data, host, project_dir=tmp_path), host=host)
     np.testing.assert_array_equal(np.load(tmp_path / "result.npy"), stack)
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_entry_point_name_clash_is_reported(tmp_path: Path) -> None:
+    """A third-party distribution whose entry point is also called 'steps' is not silently dropped."""
+    dist = tmp_path / "clash-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[stack3d]\nsteps = clash_module\n")
+    (tmp_path / "clash_module.py").write_text("")
+    proc = run_cli("plugins", env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0
+    assert "plugin 'steps' (from clash 0.1): entry-point name 'steps' is already used by stack3d" in proc.stdout

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("stack3d").setLevel(logging.INFO if verbosity < 2 else logging.DEBUG)
+    logging.getLogger("stack3d").setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,8 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..engine.pipeline import run_pipeline
     from ..progress import TqdmProgress
 
-    host = get_host()
-    _print_warnings(str(f) for f in host.failures)
+    host = get_host()  # plugins that failed to load are logged as warnings here
     config = _load(args.project, host)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None
     if args.workers is not None and args.workers < 1:

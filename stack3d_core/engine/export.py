@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..stackio import NoOptions, StackReader
-from ..step import SliceJob, Step, StepContext
+from ..step import Step, StepContext
 from .executors import SerialExecutor
 from .runner import execute_step
 

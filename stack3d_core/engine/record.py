@@ -47,7 +47,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @attrs.define

@@ -119,7 +119,17 @@ def load_entry_points(
         if ep.name in blocked:
             pm.set_blocked(ep.name)
             continue
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+        if pm.is_blocked(ep.name):
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            taken = next((p for p in loaded if p.name == ep.name), None)
+            owner = f"{taken.distribution} {taken.version}" if taken else "another plugin"
+            failure = LoadFailure(ep.name, dist, version,
+                                  f"entry-point name '{ep.name}' is already used by {owner}; rename one of them")
+            if strict:
+                raise PluginLoadError(str(failure))
+            log.warning("skipped %s", failure)
+            failures.append(failure)
             continue
         try:
             plugin: Any = ep.load()

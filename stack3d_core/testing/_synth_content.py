@@ -77,16 +77,16 @@ def generate_spheres(seed: int, box: tuple[float, float, float, float, float, fl
     cols: list[np.ndarray] = []
     for i in range(lo[0], hi[0] + 1):
         for j in range(lo[1], hi[1] + 1):
-            for l in range(lo[2], hi[2] + 1):
+            for m in range(lo[2], hi[2] + 1):
                 rng = np.random.default_rng(
-                    [seed, 5, i + _TILE_OFFSET, j + _TILE_OFFSET, l + _TILE_OFFSET])
+                    [seed, 5, i + _TILE_OFFSET, j + _TILE_OFFSET, m + _TILE_OFFSET])
                 n = int(rng.poisson(max(mean_n, 0.0)))
                 if n == 0:
                     continue
                 tab = np.empty((n, 5))
                 tab[:, 0] = (i + rng.uniform(0.0, 1.0, n)) * t
                 tab[:, 1] = (j + rng.uniform(0.0, 1.0, n)) * t
-                tab[:, 2] = (l + rng.uniform(0.0, 1.0, n)) * t
+                tab[:, 2] = (m + rng.uniform(0.0, 1.0, n)) * t
                 tab[:, 3] = rng.uniform(rmin, rmax, n)
                 tab[:, 4] = rng.uniform(0.0, 1.0, n) >= pore_fraction
                 cols.append(tab)
