@@ -272,3 +272,28 @@ def test_an_observer_failure_names_its_plugin(tmp_path: Path) -> None:
     with pytest.raises(Stack3dError, match="plugin 'broken_observer' failed in stack3d_before_step"):
         run(config_for(folder, host, ["cropping"]), host=host)
     assert not (folder / "process/cropping").exists()
+
+
+@pytest.mark.slow
+def test_dask_scheduler_address(tmp_path: Path, host: PluginHost) -> None:
+    """A running cluster given by its address (as `--scheduler tcp://...`): same files as serial."""
+    from distributed import LocalCluster
+
+    serial = project(tmp_path / "serial", make_stack(n=6))
+    run(config_for(serial, host, ["cropping", "equalise_mean"]), host=host)
+    remote = project(tmp_path / "remote", make_stack(n=6))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        config = parse_config({"process_steps": ["cropping", "equalise_mean"],
+                               "engine": {"scheduler": cluster.scheduler_address}}, host, project_dir=remote)
+        assert config.executor == "dask"
+        result = run(config, host=host)
+    assert result.ran == ("cropping", "equalise_mean")
+    assert tree_digest(remote / "process") == tree_digest(serial / "process")
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path, host: PluginHost) -> None:
+    from stack3d_core import Stack3dError
+
+    folder = project(tmp_path)
+    with pytest.raises(Stack3dError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        run(config_for(folder, host, ["cropping"]), host=host, scheduler="tcp://127.0.0.1:9")
