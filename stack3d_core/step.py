@@ -134,6 +134,14 @@ class Step:
     kind: ClassVar[StepKind] = StepKind.MAP
     channels: ClassVar[Literal["all", "first"]] = "all"
     writes_images: ClassVar[bool] = True
+    measure_passes: ClassVar[int] = 1
+    """REDUCE steps: number of measure passes. With more than one, pass ``p`` calls
+    ``measure(image, index, previous)`` where ``previous`` is what
+    :meth:`combine_pass` returned for pass ``p - 1`` (e.g. a global min/max before histograms)."""
+    pair_offsets: ClassVar[tuple[int, ...]] = (1,)
+    """PAIRWISE steps: slice distances of the measured pairs. The default ``(1,)`` gives
+    neighbour pairs and ``combine`` a list; with other offsets ``measure_pair`` is called
+    for every pair ``(i - d, i)`` and ``combine`` gets a dict ``{(i - d, i): result}``."""
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -148,9 +156,15 @@ class Step:
         return hash((type(self), self.params))
 
     # -- worker side -----------------------------------------------------------------------
-    def measure(self, image: np.ndarray, index: int) -> Any:
-        """REDUCE steps: a small summary of input slice ``index`` (runs in a worker)."""
+    def measure(self, image: np.ndarray, index: int, previous: Any = None) -> Any:
+        """REDUCE steps: a small summary of input slice ``index`` (runs in a worker).
+        ``previous`` is the result of :meth:`combine_pass` when ``measure_passes > 1``."""
         raise NotImplementedError(f"{type(self).__name__} is a REDUCE step without measure()")
+
+    def combine_pass(self, ctx: StepContext, pass_index: int, measures: Sequence[Any]) -> Any:
+        """REDUCE steps with ``measure_passes > 1``: combine the measures of an
+        intermediate pass into what the next pass's :meth:`measure` receives (driver side)."""
+        raise NotImplementedError(f"{type(self).__name__} has measure_passes > 1 without combine_pass()")
 
     def measure_pair(self, previous: np.ndarray, current: np.ndarray, index: int) -> Any:
         """PAIRWISE steps: a small result for the pair (``index - 1``, ``index``)."""

@@ -22,7 +22,7 @@ import numpy as np
 from stack3d_core import SliceJob, StackMeta, Step, StepContext, StepKind
 from stack3d_core.stepkit import write_text
 
-__all__ = ["Cropping", "CroppingFinal", "CroppingParams", "crop_indices"]
+__all__ = ["STEPS", "Cropping", "CroppingFinal", "CroppingParams", "crop_indices"]
 
 
 def _area_ok(_: Any, attribute: attrs.Attribute, value: tuple[int, int, int, int] | None) -> None:
@@ -109,3 +109,7 @@ class CroppingFinal(Cropping):
 
     name = "cropping_final"
     description = "cropping again, as the last step (same parameters as cropping)"
+
+
+STEPS: list[type[Step]] = [Cropping, CroppingFinal]
+"""The steps this module provides (collected by :mod:`stack3d_steps.plugin`)."""

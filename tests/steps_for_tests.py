@@ -143,7 +143,60 @@ class CountOnly(Step):
         return sum(measures)
 
 
-STEPS = [AddOffset, FailAt, EqualiseMean, CumulativeDifference, PairAverage, MakeNan, CountOnly]
+class StretchHistogram(Step):
+    """REDUCE with two passes: global min/max first, then a histogram on that range; apply
+    maps each slice through the mean histogram's median (a stand-in for histogram matching)."""
+
+    name = "stretch_histogram"
+    description = "two-pass reduce test step"
+    Params = NoParams
+    kind = StepKind.REDUCE
+    measure_passes = 2
+
+    def measure(self, image, index, previous=None):
+        if previous is None:
+            return float(image.min()), float(image.max())
+        lo, hi = previous
+        return np.histogram(image, bins=16, range=(lo, hi))[0]
+
+    def combine_pass(self, ctx, pass_index, measures):
+        return min(m[0] for m in measures), max(m[1] for m in measures)
+
+    def combine(self, ctx, measures):
+        return np.sum(measures, axis=0)
+
+    def apply(self, image, index, state):
+        return image.astype(np.float64) * 0 + float(np.argmax(state))
+
+    def finish(self, ctx, state, stats):
+        np.save(ctx.outputs_dir / "histogram.npy", state)
+
+
+class LongRangePairs(Step):
+    """PAIRWISE with offsets 1 and 2: the state is the dict of pair mean differences."""
+
+    name = "long_range_pairs"
+    description = "pairs at distances 1 and 2"
+    Params = NoParams
+    kind = StepKind.PAIRWISE
+    pair_offsets = (1, 2)
+
+    def measure_pair(self, previous, current, index):
+        return float(current.mean(dtype=np.float64) - previous.mean(dtype=np.float64))
+
+    def combine(self, ctx, measures):
+        return dict(measures)
+
+    def apply(self, image, index, state):
+        return image.astype(np.float64) - state.get((index - 2, index), 0.0)
+
+    def finish(self, ctx, state, stats):
+        keys = sorted(state)
+        np.save(ctx.outputs_dir / "pairs.npy", np.array([[j, i, state[(j, i)]] for j, i in keys]))
+
+
+STEPS = [AddOffset, FailAt, EqualiseMean, CumulativeDifference, PairAverage, MakeNan, CountOnly,
+         StretchHistogram, LongRangePairs]
 
 
 class _Plugin:

@@ -43,7 +43,8 @@ def test_test_steps_honour_the_contract() -> None:
         check_step(cls)
 
 
-ALL_KINDS = ["cropping", "equalise_mean", "cumulative_difference", "count_only", "pair_average", "add_offset"]
+ALL_KINDS = ["cropping", "equalise_mean", "cumulative_difference", "count_only", "pair_average", "add_offset",
+             "stretch_histogram", "long_range_pairs"]
 
 
 @pytest.mark.slow
@@ -58,7 +59,7 @@ def test_serial_processes_and_dask_give_identical_files(tmp_path: Path, host: Pl
     assert digests["serial"], "nothing was written"
     # per channel: 9 slices + stats.npy for cropping, equalise_mean (+ means.npy) and
     # cumulative_difference; pair_average and add_offset have 4 slices + stats.npy
-    assert len(digests["serial"]) == 2 * (3 * (9 + 1) + 1 + 2 * (4 + 1))
+    assert len(digests["serial"]) == 2 * (3 * (9 + 1) + 1 + 2 * (4 + 1) + 2 * (4 + 1 + 1))
     assert digests["processes"] == digests["serial"]
     assert digests["dask"] == digests["serial"]
 
@@ -297,3 +298,15 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path, host: PluginHost
     folder = project(tmp_path)
     with pytest.raises(Stack3dError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         run(config_for(folder, host, ["cropping"]), host=host, scheduler="tcp://127.0.0.1:9")
+
+
+def test_multipass_reduce_and_long_range_pairs(tmp_path: Path, host: PluginHost) -> None:
+    stack = make_stack(n=5, dtype="uint16")
+    folder = project(tmp_path, stack)
+    run(config_for(folder, host, ["stretch_histogram"]), host=host)
+    expected = sum(np.histogram(s, bins=16, range=(stack.min(), stack.max()))[0] for s in stack)
+    np.testing.assert_array_equal(np.load(folder / "process/stretch_histogram/outputs/histogram.npy"), expected)
+    run(config_for(folder, host, ["long_range_pairs"]), host=host, redo=True)
+    pairs = np.load(folder / "process/long_range_pairs/outputs/pairs.npy")
+    # the input of this step is stretch_histogram's output (constant slices): check the pairs only
+    assert [tuple(map(int, p[:2])) for p in pairs] == [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3), (2, 4), (3, 4)]

@@ -82,9 +82,12 @@ def run_phase(
 
 
 def _describe_chunk(chunk: Sequence[Any]) -> str:
-    first, last = chunk[0], chunk[-1]
-    first = getattr(first, "index", first)
-    last = getattr(last, "index", last)
+    def slice_of(item: Any) -> int:
+        if isinstance(item, tuple):  # a pair (j, i): the later slice
+            return item[1]
+        return getattr(item, "index", item)
+
+    first, last = slice_of(chunk[0]), slice_of(chunk[-1])
     return f"slice {first}" if first == last else f"slices {first}-{last}"
 
 
@@ -97,6 +100,16 @@ def _step_error(exc: BaseException, step: str, channel: str, chunk: Sequence[Any
     # a dead worker breaks every pending task: the chunk named is the first reported
     return StepError(step, f"the task for {_describe_chunk(chunk)} failed (a worker died or the "
                            f"executor broke): {type(exc).__name__}: {exc}", channel=channel)
+
+
+def _driver_call(step: Step, channel: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a driver-side step method, turning unexpected errors into a StepError."""
+    try:
+        return fn(*args)
+    except StepError:
+        raise
+    except Exception as exc:
+        raise StepError(step.name, f"{type(exc).__name__}: {exc}", channel=channel) from exc
 
 
 def execute_step(
@@ -116,22 +129,27 @@ def execute_step(
     name, channel = step.name, ctx.channel
     n = ctx.meta.n
     common = dict(step=name, channel=channel, progress=progress)
+    measures: Any
     if step.kind is StepKind.REDUCE:
-        pairs = run_phase(executor, measure_chunk, (step, reader, channel),
-                          chunked(range(n), parallelism), phase="measure", **common)
-        measures = [m for _, m in sorted(pairs, key=lambda p: p[0])]
+        passes = step.measure_passes
+        previous: Any = None
+        for p in range(passes):
+            phase = "measure" if passes == 1 else f"measure {p + 1}/{passes}"
+            found = run_phase(executor, measure_chunk, (step, reader, channel), chunked(range(n), parallelism),
+                              (previous, passes > 1), phase=phase, **common)
+            measures = [m for _, m in sorted(found, key=lambda item: item[0])]
+            if p < passes - 1:
+                previous = _driver_call(step, channel, step.combine_pass, ctx, p, measures)
     elif step.kind is StepKind.PAIRWISE:
-        pairs = run_phase(executor, pair_chunk, (step, reader, channel),
-                          chunked(range(1, n), parallelism), phase="pairs", **common)
-        measures = [m for _, m in sorted(pairs, key=lambda p: p[0])]
+        offsets = tuple(step.pair_offsets)
+        wanted = sorted(((i - d, i) for i in range(n) for d in offsets if i - d >= 0), key=lambda ji: (ji[1], ji[0]))
+        found = run_phase(executor, pair_chunk, (step, reader, channel),
+                          chunked(wanted, parallelism), phase="pairs", **common)
+        by_pair = dict(found)
+        measures = [by_pair[(i - 1, i)] for i in range(1, n)] if offsets == (1,) else by_pair
     else:
         measures = []
-    try:
-        state = step.combine(ctx, measures)
-    except StepError:
-        raise
-    except Exception as exc:
-        raise StepError(name, f"{type(exc).__name__}: {exc}", channel=channel) from exc
+    state = _driver_call(step, channel, step.combine, ctx, measures)
     if not step.writes_images:
         return StepOutcome(state, None)
 

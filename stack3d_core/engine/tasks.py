@@ -69,29 +69,40 @@ def _read(reader: StackReader, channel: str, index: int) -> np.ndarray:
     return image
 
 
-def measure_chunk(step: Step, reader: StackReader, channel: str, indices: Sequence[int]) -> list[tuple[int, Any]]:
-    """REDUCE phase 1: ``step.measure`` on each slice of ``indices``."""
+def measure_chunk(step: Step, reader: StackReader, channel: str, indices: Sequence[int],
+                  previous: Any = None, multipass: bool = False) -> list[tuple[int, Any]]:
+    """REDUCE measure phase: ``step.measure`` on each slice of ``indices`` (with the previous
+    pass's combined result when the step has several passes)."""
     out = []
     for i in indices:
         try:
-            out.append((i, step.measure(_read(reader, channel, i), i)))
+            image = _read(reader, channel, i)
+            out.append((i, step.measure(image, i, previous) if multipass else step.measure(image, i)))
         except Exception as exc:  # noqa: BLE001
             raise _fail(exc, reader, channel, i) from None
     return out
 
 
-def pair_chunk(step: Step, reader: StackReader, channel: str, indices: Sequence[int]) -> list[tuple[int, Any]]:
-    """PAIRWISE phase 1: ``step.measure_pair`` on pairs ``(i - 1, i)`` for ``i`` in ``indices``
-    (consecutive, all >= 1); each slice is read once per chunk."""
+def pair_chunk(step: Step, reader: StackReader, channel: str, pairs: Sequence[tuple[int, int]]) -> list[tuple[Any, Any]]:
+    """PAIRWISE measure phase: ``step.measure_pair`` on each pair ``(j, i)`` (``j < i``).
+
+    Pairs arrive sorted by ``i``; slices are cached while later pairs of the chunk still need
+    them, so each is read about once per chunk.
+    """
     out = []
-    previous: np.ndarray | None = None
-    for i in indices:
+    cache: dict[int, np.ndarray] = {}
+    last_use = {}
+    for j, i in pairs:
+        last_use[j] = last_use[i] = (j, i)
+    for j, i in pairs:
         try:
-            if previous is None:
-                previous = _read(reader, channel, i - 1)
-            current = _read(reader, channel, i)
-            out.append((i, step.measure_pair(previous, current, i)))
-            previous = current
+            for k in (j, i):
+                if k not in cache:
+                    cache[k] = _read(reader, channel, k)
+            out.append(((j, i), step.measure_pair(cache[j], cache[i], i)))
+            for k in (j, i):
+                if last_use[k] == (j, i):
+                    del cache[k]
         except Exception as exc:  # noqa: BLE001
             raise _fail(exc, reader, channel, i) from None
     return out
