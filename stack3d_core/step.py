@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import numpy as np
 
-from .stackio import StackMeta
+from .stackio import StackMeta, StackReader
 
 __all__ = ["SliceJob", "Step", "StepContext", "StepKind"]
 
@@ -96,6 +96,10 @@ class StepContext:
     process_dir: Path
     log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("stack3d"))
     warnings: list[str] = attrs.field(factory=list)
+    reader: StackReader | None = None
+    """The step's input (driver side; e.g. for plots). ``None`` outside a pipeline run."""
+    output_reader: StackReader | None = None
+    """The step's output images, set once they are written (for ``stack3d_after_step``)."""
 
     def warn(self, message: str) -> None:
         """Report a warning to the user; it is also kept in the run record."""

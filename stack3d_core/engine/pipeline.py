@@ -261,6 +261,26 @@ def _reader_for(input_dir: Path | None, root: StackReader, config: ProjectConfig
     return host.readers.get(INTERMEDIATE_FORMAT)(input_dir)
 
 
+class _ChannelView(StackReader):
+    """A reader of one folder presented under the channel name of the run (the step's
+    output folder holds the slices directly)."""
+
+    name = "channel_view"
+
+    def __init__(self, inner: StackReader, channel: str) -> None:
+        super().__init__(inner.path)
+        self.inner, self.channel = inner, channel
+
+    def names(self, channel: str) -> tuple[str, ...]:
+        return self.inner.names(".")
+
+    def meta(self, channel: str) -> Any:
+        return self.inner.meta(".")
+
+    def read(self, channel: str, index: int) -> np.ndarray:
+        return self.inner.read(".", index)
+
+
 def _run_one_step(
     step: Step,
     config: ProjectConfig,
@@ -290,7 +310,7 @@ def _run_one_step(
             outputs_dir.mkdir(parents=True, exist_ok=True)
             ctx = StepContext(step=step.name, channel=channel, channels=tuple(config.channels),
                               project_dir=config.project_dir, image_dir=image_dir, outputs_dir=outputs_dir,
-                              names=tuple(names), meta=meta, process_dir=process_dir)
+                              names=tuple(names), meta=meta, process_dir=process_dir, reader=reader)
             images_tmp = _channel_dir(staging / ".images", channel)
             images_tmp.parent.mkdir(parents=True, exist_ok=True)
 
@@ -303,6 +323,7 @@ def _run_one_step(
                 outcome = execute_step(step, ctx, reader, make_writer, pool, parallelism, progress)
                 if outcome.stats is not None:
                     _merge_into(images_tmp, image_dir)
+                    ctx.output_reader = _ChannelView(host.readers.get(INTERMEDIATE_FORMAT)(image_dir), channel)
                     np.save(outputs_dir / "stats.npy", outcome.stats)
                     if outcome.nan_zeroed:
                         ctx.warn(f"{outcome.nan_zeroed} NaN pixels were written as 0")
