@@ -96,6 +96,8 @@ class StepContext:
     process_dir: Path
     log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("stack3d"))
     warnings: list[str] = attrs.field(factory=list)
+    device: str = "auto"
+    """``[engine] device``: ``"auto"``, ``"cpu"`` or ``"gpu"``, for steps with a GPU path."""
     reader: StackReader | None = None
     """The step's input (driver side; e.g. for plots). ``None`` outside a pipeline run."""
     output_reader: StackReader | None = None

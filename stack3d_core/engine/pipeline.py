@@ -310,7 +310,8 @@ def _run_one_step(
             outputs_dir.mkdir(parents=True, exist_ok=True)
             ctx = StepContext(step=step.name, channel=channel, channels=tuple(config.channels),
                               project_dir=config.project_dir, image_dir=image_dir, outputs_dir=outputs_dir,
-                              names=tuple(names), meta=meta, process_dir=process_dir, reader=reader)
+                              names=tuple(names), meta=meta, process_dir=process_dir, reader=reader,
+                              device=config.engine.device)
             images_tmp = _channel_dir(staging / ".images", channel)
             images_tmp.parent.mkdir(parents=True, exist_ok=True)
 

@@ -144,16 +144,18 @@ class MemoryWriter(StackWriter):
 
 
 def run_step_on_arrays(step: Step, stack: np.ndarray, *, workdir: Path,
-                       z_positions: Sequence[float] | None = None) -> tuple[np.ndarray, Any, np.ndarray]:
+                       z_positions: Sequence[float] | None = None,
+                       names: Sequence[str] | None = None) -> tuple[np.ndarray, Any, np.ndarray]:
     """Run ``step`` on an in-memory stack with the real engine (serial executor).
 
     :param workdir: a folder for the step's side outputs (``outputs/``).
+    :param names: slice names (default ``slice_0000.tif`` ...); steps that parse names need them.
     :returns: ``(output stack, state, stats)``; the output has the input's dtype.
     """
     from ..engine.executors import SerialExecutor
     from ..engine.runner import execute_step
 
-    reader = ArrayReader(stack, z_positions=z_positions)
+    reader = ArrayReader(stack, names=names, z_positions=z_positions)
     outputs = Path(workdir) / step.name / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     ctx = StepContext(step=step.name, channel=".", channels=(".",), project_dir=Path(workdir),

@@ -1,0 +1,217 @@
+"""destriping: accuracy on synthetic stripes (VSNR and wavelet–Fourier), numpy.fft left
+alone, explicit backend choice, strict filter tables, shapes, a run on local processes.
+
+Stripe energy (the accuracy criterion): with ``r = output - clean`` and ``s`` the exact
+stripe image the generator added (``stack.stripes(k)``), the stripe energy left in a slice
+is ``<r, s>² / <s, s>`` (the energy of ``r`` projected on ``s``); the reduction is
+``1 - Σ_k E(output) / Σ_k E(input)`` over the slices.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from stack3d_core import ConfigError, PluginHost, StepError, hookimpl, parse_config, run
+from stack3d_core.testing import check_step, run_step_on_arrays
+from stack3d_core.testing.synth import SynthSpec, make_stack
+from stack3d_steps import _destriping_algos as algos
+from stack3d_steps.destriping import STEPS, Destriping, DestripingParams, VsnrFilter, WaveletDecomposition
+
+GABOR = VsnrFilter(name="Gabor", noise_level=20, sigma=(0.5, 200), theta=0)
+
+
+class _Plugin:
+    @hookimpl
+    def stack3d_register_steps(self):  # noqa: ANN201
+        return STEPS
+
+
+def host_with_steps() -> PluginHost:
+    host = PluginHost()
+    host.register(_Plugin(), "destriping-under-test")
+    return host
+
+
+def striped_stack(seed: int = 2, n: int = 3, shape: tuple[int, int] = (256, 256)):  # noqa: ANN201
+    """Clean content plus full-height vertical stripes; every other defect off."""
+    return make_stack(SynthSpec(n_slices=n, shape=shape, dtype="uint8", seed=seed, gains=False, background=False,
+                                stripes=True, noise_sigma=0.0, nonuniform_z=False, drift_px_per_slice=(0.0, 0.0),
+                                jitter_px=0.0, stripe_full_height_fraction=1.0, stripe_tilt_deg_max=0.0))
+
+
+def stripe_metrics(stack, volume_in: np.ndarray, volume_out: np.ndarray) -> tuple[float, float, float]:  # noqa: ANN001
+    """(stripe-energy reduction, mean correlation to the clean slices before, after)."""
+    e_in = e_out = 0.0
+    corr_in, corr_out = [], []
+    for k in range(len(stack)):
+        clean, s = stack.clean(k).astype(np.float64), stack.stripes(k).astype(np.float64)
+        a, b = volume_in[k].astype(np.float64), volume_out[k].astype(np.float64)
+        ss = float((s * s).sum())
+        e_in += float(((a - clean) * s).sum()) ** 2 / ss
+        e_out += float(((b - clean) * s).sum()) ** 2 / ss
+        corr_in.append(np.corrcoef(a.ravel(), clean.ravel())[0, 1])
+        corr_out.append(np.corrcoef(b.ravel(), clean.ravel())[0, 1])
+    return 1.0 - e_out / e_in, float(np.mean(corr_in)), float(np.mean(corr_out))
+
+
+def test_contract() -> None:
+    check_step(Destriping)
+
+
+@pytest.mark.parametrize("params", [
+    DestripingParams(filters=(GABOR,), maxit=50),
+    DestripingParams(wavelet_decomposition=WaveletDecomposition(wavelet="coif3", level=4, sigma=1.0)),
+], ids=["vsnr", "wavelet"])
+def test_stripes_removed_without_losing_correlation(tmp_path: Path, params: DestripingParams) -> None:
+    stack = striped_stack()
+    volume = stack.volume()
+    assert all(stack.stripes(k).std() > 1 for k in range(len(stack)))
+    out, _, stats = run_step_on_arrays(Destriping(params), volume, workdir=tmp_path)
+    assert out.shape == volume.shape and out.dtype == volume.dtype
+    reduction, corr_in, corr_out = stripe_metrics(stack, volume, out)
+    assert reduction >= 0.80, reduction
+    assert corr_out >= corr_in, (corr_in, corr_out)
+    assert stats.shape == (len(stack), 3, 3)
+
+
+def test_numpy_fft_is_numpys_own_after_vsnr(tmp_path: Path) -> None:
+    own = sys.modules["numpy.fft"]
+    run_step_on_arrays(Destriping(DestripingParams(filters=(GABOR,), maxit=3)),
+                       striped_stack(n=1, shape=(32, 48)).volume(), workdir=tmp_path)
+    assert np.fft is own and np.fft.__name__ == "numpy.fft"
+    assert algos.numpy_fft_is_pristine()
+
+
+def test_the_public_pyvsnr_entry_point_is_undone_even_on_error() -> None:
+    # the fallback for a pyvsnr without vsnr2d_py: vsnr2d(algo='numpy') patches numpy.fft
+    own = sys.modules["numpy.fft"]
+    image = striped_stack(n=1, shape=(32, 48)).observed(0).astype(np.float32)
+    filters = [GABOR.as_pyvsnr()]
+    results: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: results.append(algos.patched_vsnr2d(image, filters, 3, 0.0)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and np.fft is own
+    with pytest.raises(Exception):  # noqa: B017 - whatever pyvsnr raises on a bad filter
+        algos.patched_vsnr2d(image, [{"name": "Gabor", "noise_level": 1}], 3, 0.0)
+    assert np.fft is own
+    # both paths compute the same thing (same pyFFTW transforms)
+    ours = algos.vsnr_destripe(image, filters, maxit=3, cvg_threshold=0.0)
+    np.testing.assert_allclose(ours, results[0], rtol=0, atol=1e-3)
+
+
+def test_backend_is_chosen_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert algos.requested_device("cpu", {"STACK3D_DEVICE": "gpu"}) == "cpu"
+    assert algos.requested_device("auto", {"STACK3D_DEVICE": "gpu"}) == "gpu"
+    assert algos.requested_device("auto", {"STACK3D_DEVICE": ""}) == "auto"
+    with pytest.raises(ValueError, match="STACK3D_DEVICE"):
+        algos.requested_device("auto", {"STACK3D_DEVICE": "tpu"})
+    fake = types.ModuleType("cupy")
+    fake.is_available = lambda: False  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert algos.resolve_backend("auto") == "numpy"  # importable is not enough (pyvsnr's 'auto' would crash)
+    assert algos.resolve_backend("cpu") == "numpy"
+    with pytest.raises(RuntimeError, match="CuPy"):
+        algos.resolve_backend("gpu")
+    fake.is_available = lambda: True  # type: ignore[attr-defined]
+    assert algos.resolve_backend("auto") == "cupy"
+    assert algos.resolve_backend("cpu") == "numpy"
+
+
+def test_wavelet_keeps_the_shape_and_a_stripe_free_image() -> None:
+    rng = np.random.default_rng(0)
+    for shape in [(37, 53), (64, 64), (65, 80)]:
+        flat = np.full(shape, 100.0)
+        out = algos.wavelet_destripe(flat, wavelet="coif3", level=2, sigma=4)
+        assert out.shape == shape  # PyStack3D grows odd sizes by one pixel
+        np.testing.assert_allclose(out, flat, atol=1e-9)
+        # a purely vertical stripe pattern (constant along columns) is removed from the details
+        stripes = np.tile(rng.normal(0, 10, shape[1]), (shape[0], 1))
+        assert algos.wavelet_destripe(flat + stripes, wavelet="haar", level=1, sigma=1).std() < stripes.std()
+    assert algos.stripe_damping(8, 4.0)[0] == 0.0
+
+
+def config_issues(table: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"process_steps": ["destriping"], "destriping": table}, host_with_steps(),
+                     project_dir=Path("/tmp"))
+    return [str(i) for i in info.value.issues]
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ({"filters": [{"name": "Gabor", "sigma": [0.5, 200], "theta": 0}]}, "destriping.filters[0].noise_level"),
+    ({"filters": [{"name": "gabor", "noise_level": 2, "sigma": [1, 2]}]}, "destriping.filters[0].name"),
+    ({"filters": [{"name": "Gabor", "noise_level": 2}]}, "sigma"),
+    ({"filters": [{"name": "Gabor", "noise_level": 2, "sigma": [1]}]}, "destriping.filters[0].sigma"),
+    ({"filters": [{"name": "Gabor", "noise_level": -2, "sigma": [1, 2]}]}, "noise_level"),
+    ({"filters": [{"name": "Dirac", "noise_level": 2, "alpha": 1}]}, "alpha"),
+    ({"filters": []}, "destriping.filters"),
+    ({"maxit": 0}, "destriping.maxit"),
+    ({"cvg_threshold": -1.0}, "destriping.cvg_threshold"),
+    ({"device": "tpu"}, "destriping.device"),
+    ({"wavelet_decomposition": {"wavelet": "coif99"}}, "wavelet_decomposition.wavelet"),
+    ({"wavelet_decomposition": {"level": 0}}, "destriping.wavelet_decomposition"),
+    ({"wavelet_decomposition": {"sigma": 0}}, "destriping.wavelet_decomposition"),
+])
+def test_bad_parameters_are_refused_with_the_key_named(table: dict, expected: str) -> None:
+    issues = config_issues(table)
+    assert any(expected in issue for issue in issues), issues
+
+
+def test_pystack3d_tables_are_accepted() -> None:
+    host = host_with_steps()
+    table = {"maxit": 50, "cvg_threshold": 1e-2, "filters": [
+        {"name": "Gabor", "noise_level": 30, "sigma": [0.5, 80], "theta": 0},
+        {"name": "Gabor", "noise_level": 80, "sigma": [0.5, 200], "theta": 0},
+        {"name": "Dirac", "noise_level": 10, "sigma": [1, 1], "theta": 5}]}  # Dirac: sigma, theta ignored
+    config = parse_config({"process_steps": ["destriping"], "destriping": table}, host, project_dir=Path("/tmp"))
+    params = config.steps["destriping"].params
+    assert len(params.filters) == 3 and params.maxit == 50 and params.cvg_threshold == 1e-2
+    assert params.filters[2].as_pyvsnr() == {"name": "Dirac", "noise_level": 10.0}
+
+
+def write_project(folder: Path, volume: np.ndarray, names: tuple[str, ...]) -> None:
+    folder.mkdir(parents=True)
+    for name, image in zip(names, volume):
+        tifffile.imwrite(folder / name, image, photometric="minisblack")
+
+
+def test_no_method_fails_before_reading_slices(tmp_path: Path) -> None:
+    stack = striped_stack(n=2, shape=(32, 32))
+    write_project(tmp_path / "p", stack.volume(), stack.names)
+    host = host_with_steps()
+    config = parse_config({"process_steps": ["destriping"], "destriping": {}}, host, project_dir=tmp_path / "p")
+    with pytest.raises(StepError, match="filters.*wavelet_decomposition"):
+        run(config, host=host)
+
+
+@pytest.mark.slow
+def test_project_on_local_processes(tmp_path: Path) -> None:
+    stack = striped_stack(n=4, shape=(64, 64))
+    folder = tmp_path / "p"
+    write_project(folder, stack.volume(), stack.names)
+    host = host_with_steps()
+    config = parse_config({"process_steps": ["destriping"], "engine": {"executor": "processes", "workers": 2},
+                           "destriping": {"maxit": 20, "filters": [{"name": "Gabor", "noise_level": 20,
+                                                                    "sigma": [0.5, 200], "theta": 0}]}},
+                          host, project_dir=folder)
+    run(config, host=host)
+    out_dir = folder / "process/destriping"
+    assert sorted(p.name for p in out_dir.glob("*.tif")) == sorted(stack.names)
+    serial, _, _ = run_step_on_arrays(Destriping(DestripingParams(filters=(GABOR,), maxit=20)), stack.volume(),
+                                      workdir=tmp_path / "serial")
+    for k, name in enumerate(stack.names):
+        np.testing.assert_array_equal(tifffile.imread(out_dir / name), serial[k])
+    outputs = out_dir / "outputs"
+    assert (outputs / "stats.npy").is_file() and "VSNR" in (outputs / "log.txt").read_text()
+    assert (outputs / "destriping.png").stat().st_size > 1000
