@@ -167,6 +167,12 @@ class Step:
         ``previous`` is the result of :meth:`combine_pass` when ``measure_passes > 1``."""
         raise NotImplementedError(f"{type(self).__name__} is a REDUCE step without measure()")
 
+    def measure_slices(self, ctx: StepContext) -> Sequence[int] | None:
+        """REDUCE steps: the input slices the measure passes need (driver side); ``None``
+        (the default) means all. The others are not read, and their entry in ``measures``
+        is ``None`` (e.g. a 3D fit sampling every k-th slice)."""
+        return None
+
     def combine_pass(self, ctx: StepContext, pass_index: int, measures: Sequence[Any]) -> Any:
         """REDUCE steps with ``measure_passes > 1``: combine the measures of an
         intermediate pass into what the next pass's :meth:`measure` receives (driver side)."""

@@ -24,7 +24,7 @@ The backend of VSNR is chosen explicitly, never by pyvsnr's ``algo='auto'``: ``n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 import numpy as np
@@ -100,6 +100,12 @@ def _filters_ok(_: Any, attribute: attrs.Attribute, value: tuple[VsnrFilter, ...
 @attrs.frozen(kw_only=True)
 class DestripingParams:
     """Parameters of ``destriping`` (PyStack3D's keys and defaults, plus ``device``)."""
+
+    TEMPLATE: ClassVar[dict[str, Any]] = {
+        "maxit": 50, "cvg_threshold": 1e-2,
+        "filters": [{"name": "Gabor", "noise_level": 20, "sigma": [0.5, 200], "theta": 0}]}
+    """Values ``stack3d init`` writes (PyStack3D's template): VSNR needs filters."""
+
 
     filters: tuple[VsnrFilter, ...] | None = attrs.field(
         default=None, validator=_filters_ok,

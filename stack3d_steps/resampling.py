@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 import numpy as np
@@ -79,6 +79,10 @@ def _zpos_ok(_: Any, attribute: attrs.Attribute, value: tuple[float, ...] | None
 @attrs.frozen(kw_only=True)
 class ResamplingParams:
     """Parameters of ``resampling`` (PyStack3D's keys, plus ``method`` and ``z_source``)."""
+
+    TEMPLATE: ClassVar[dict[str, Any]] = {"dz": 0.01}
+    """Values ``stack3d init`` writes (PyStack3D's template): ``dz`` or ``zpos_out`` is needed."""
+
 
     policy: str = attrs.field(default=DEFAULT_POLICY, validator=_policy_ok, metadata={
         "doc": "parse pattern of the slice names with the fields {slice_nb} and {z_coord}: "

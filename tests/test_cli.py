@@ -137,3 +137,14 @@ def test_relative_paths_from_the_working_folder(tiny_project: Path, monkeypatch:
     assert main(["synth", "rel_synth", "--slices", "3", "--shape", "16", "16"]) == 0
     assert main(["run", "rel_synth/params.toml", "-q"]) == 0
     assert (tiny_project.parent / "rel_synth/process/cropping").is_dir()
+
+
+def test_init_project_runs_every_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The documented template runs as written on a synthetic stack (every installed step)."""
+    folder = tmp_path / "p"
+    assert main(["synth", str(folder), "--slices", "6", "--shape", "48", "64"]) == 0
+    (folder / "params.toml").unlink()
+    assert main(["init", str(folder)]) == 0
+    text = (folder / "params.toml").read_text().replace("# area =", "area = [0, 99999, 0, 99999]")
+    (folder / "params.toml").write_text(text)
+    assert main(["run", str(folder), "-q"]) == 0, capsys.readouterr().err

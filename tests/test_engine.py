@@ -310,3 +310,47 @@ def test_multipass_reduce_and_long_range_pairs(tmp_path: Path, host: PluginHost)
     pairs = np.load(folder / "process/long_range_pairs/outputs/pairs.npy")
     # the input of this step is stretch_histogram's output (constant slices): check the pairs only
     assert [tuple(map(int, p[:2])) for p in pairs] == [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3), (2, 4), (3, 4)]
+
+
+def test_measure_slices_limits_what_is_read(tmp_path: Path, host: PluginHost) -> None:
+    """A REDUCE step that needs every 3rd slice reads only those (a corrupt unread slice is harmless)."""
+    from stack3d_core import hookimpl
+
+    class EveryThird(tsteps.EqualiseMean):
+        name = "every_third"
+
+        def measure_slices(self, ctx):
+            return range(0, ctx.meta.n, 3)
+
+        def combine(self, ctx, measures):
+            assert [m is None for m in measures] == [k % 3 != 0 for k in range(len(measures))]
+            return 1.0, np.ones(len(measures))
+
+        def apply(self, image, index, state):
+            return image
+
+    class P:
+        @hookimpl
+        def stack3d_register_steps(self):
+            return [EveryThird]
+
+    local = PluginHost()
+    local.register(P(), "every_third")
+    folder = project(tmp_path, make_stack(n=7))
+    config = config_for(folder, local, ["every_third"])
+    from stack3d_core.engine.executors import SerialExecutor
+    from stack3d_core.engine.runner import execute_step
+    from stack3d_core.step import StepContext
+
+    reader = local.readers.get("tiff_folder")(folder)
+    read = []
+    original = reader.read
+    reader.read = lambda ch, i: (read.append(i), original(ch, i))[1]  # type: ignore[method-assign]
+    step = config.steps["every_third"]
+    ctx = StepContext(step="every_third", channel=".", channels=(".",), project_dir=folder, image_dir=tmp_path / "o",
+                      outputs_dir=tmp_path / "o", names=reader.names("."), meta=reader.meta("."),
+                      process_dir=tmp_path)
+    from stack3d_core.testing import MemoryWriter
+
+    execute_step(step, ctx, reader, lambda meta, names: MemoryWriter(None, meta, names), SerialExecutor(), 1)
+    assert read[:3] == [0, 3, 6]  # the measure pass; then every slice for apply

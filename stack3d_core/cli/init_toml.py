@@ -61,6 +61,8 @@ def toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items() if v is not None) + " }"
     if attrs.has(type(value)):
         items = ", ".join(f"{k} = {toml_value(v)}" for k, v in attrs.asdict(value, recurse=False).items() if v is not None)
         return "{ " + items + " }"
@@ -68,7 +70,11 @@ def toml_value(value: Any) -> str:
 
 
 def params_template(host: PluginHost) -> str:
-    """A complete, commented ``params.toml`` with a table for every installed step."""
+    """A complete, commented ``params.toml`` with a table for every installed step.
+
+    A step whose parameters have no working defaults provides example values in a class
+    attribute ``TEMPLATE`` (dict) of its ``Params`` class; they are written uncommented.
+    """
     steps = [e.name for e in host.steps]
     order = [s for s in ("cropping", "bkg_removal", "intensity_rescaling", "registration_calculation",
                          "registration_transformation", "destriping", "resampling", "cropping_final") if s in steps]
@@ -76,10 +82,13 @@ def params_template(host: PluginHost) -> str:
     for entry in host.steps:
         cls = entry.obj
         parts.append(f"\n# {cls.description}  ({entry.origin})\n[{entry.name}]\n")
+        template = getattr(cls.Params, "TEMPLATE", {})
         for field in resolved_fields(cls.Params):
             unit = field.metadata.get("unit")
             parts.append(f"# {field_doc(field) or field.name}{f' [{unit}]' if unit else ''}\n")
-            if field.default is attrs.NOTHING:
+            if field.name in template:  # the step has no usable default: a working example
+                parts.append(f"{field.name} = {toml_value(template[field.name])}  # example value\n")
+            elif field.default is attrs.NOTHING:
                 parts.append(f"# {field.name} = ...  (required: set it before running this step)\n")
             elif field.default is None:
                 parts.append(f"# {field.name} =\n")

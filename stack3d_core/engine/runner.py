@@ -137,11 +137,15 @@ def execute_step(
     if step.kind is StepKind.REDUCE:
         passes = step.measure_passes
         previous: Any = None
+        wanted = _driver_call(step, channel, step.measure_slices, ctx)
+        indices = list(range(n)) if wanted is None else sorted({int(i) for i in wanted if 0 <= int(i) < n})
         for p in range(passes):
             phase = "measure" if passes == 1 else f"measure {p + 1}/{passes}"
-            found = run_phase(executor, measure_chunk, (step, reader, channel), chunked(range(n), parallelism),
+            found = run_phase(executor, measure_chunk, (step, reader, channel), chunked(indices, parallelism),
                               (previous, passes > 1), phase=phase, **common)
-            measures = [m for _, m in sorted(found, key=lambda item: item[0])]
+            measures = [None] * n
+            for i, m in found:
+                measures[i] = m
             if p < passes - 1:
                 previous = _driver_call(step, channel, step.combine_pass, ctx, p, measures)
     elif step.kind is StepKind.PAIRWISE:
