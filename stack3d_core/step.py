@@ -147,7 +147,8 @@ class Step:
     pair_offsets: ClassVar[tuple[int, ...]] = (1,)
     """PAIRWISE steps: slice distances of the measured pairs. The default ``(1,)`` gives
     neighbour pairs and ``combine`` a list; with other offsets ``measure_pair`` is called
-    for every pair ``(i - d, i)`` and ``combine`` gets a dict ``{(i - d, i): result}``."""
+    for every pair ``(i - d, i)`` and ``combine`` gets a dict ``{(i - d, i): result}``.
+    May be a property computed from ``self.params``."""
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -195,6 +196,10 @@ class Step:
         return self.apply(images[0], job.sources[0], state)
 
     # -- driver side -----------------------------------------------------------------------
+    def prepare(self, ctx: StepContext) -> None:
+        """Check the parameters against the input (``ctx.meta``: shape, dtype, n, z) before
+        any slice is read; raise ``ValueError`` naming the key to refuse. Default: nothing."""
+
     def combine(self, ctx: StepContext, measures: Sequence[Any]) -> Any:
         """Turn the measures into the state that :meth:`apply` receives.
 

@@ -9,7 +9,7 @@ import importlib
 
 from stack3d_core import Step, hookimpl
 
-MODULES = ("cropping", "bkg_removal", "intensity", "destriping", "resampling")
+MODULES = ("cropping", "bkg_removal", "intensity", "registration", "destriping", "resampling")
 """Modules of :mod:`stack3d_steps` whose ``STEPS`` are registered, in PyStack3D's order."""
 
 

@@ -354,3 +354,27 @@ def test_measure_slices_limits_what_is_read(tmp_path: Path, host: PluginHost) ->
 
     execute_step(step, ctx, reader, lambda meta, names: MemoryWriter(None, meta, names), SerialExecutor(), 1)
     assert read[:3] == [0, 3, 6]  # the measure pass; then every slice for apply
+
+
+def test_prepare_refuses_before_any_slice_is_read(tmp_path: Path, host: PluginHost) -> None:
+    from stack3d_core import hookimpl
+
+    class Picky(tsteps.AddOffset):
+        name = "picky"
+
+        def prepare(self, ctx):
+            raise ValueError(f"picky.value: {ctx.meta.shape} is too small")
+
+        def apply(self, image, index, state):
+            raise AssertionError("no slice may be read")
+
+    class P:
+        @hookimpl
+        def stack3d_register_steps(self):
+            return [Picky]
+
+    local = PluginHost()
+    local.register(P(), "picky")
+    folder = project(tmp_path)
+    with pytest.raises(StepError, match=r"picky.value: \(40, 56\) is too small"):
+        run(config_for(folder, local, ["picky"]), host=local)

@@ -133,6 +133,7 @@ def execute_step(
     name, channel = step.name, ctx.channel
     n = ctx.meta.n
     common = dict(step=name, channel=channel, progress=progress)
+    _driver_call(step, channel, step.prepare, ctx)
     measures: Any
     if step.kind is StepKind.REDUCE:
         passes = step.measure_passes
