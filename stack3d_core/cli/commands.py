@@ -16,7 +16,10 @@ from ..config.strict import field_doc, resolved_fields
 from ..errors import Stack3dError
 from ..plugin.host import PluginHost, get_host
 
-__all__ = ["cmd_demo", "cmd_init", "cmd_plugins", "cmd_run", "cmd_steps", "cmd_synth", "cmd_validate"]
+__all__ = ["cmd_convert", "cmd_demo", "cmd_info", "cmd_init", "cmd_plugins", "cmd_run", "cmd_steps", "cmd_synth",
+           "cmd_validate"]
+
+from .convert import cmd_convert, cmd_info  # noqa: E402 - re-exported for the parser
 
 
 def _load(project: str, host: PluginHost) -> ProjectConfig:

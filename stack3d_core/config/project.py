@@ -10,8 +10,9 @@ stack3d's tables:
 * ``[engine]``: ``executor`` ("serial" | "processes" | "dask"), ``workers``,
   ``scheduler`` (a Dask scheduler address), ``device`` ("auto" | "cpu" | "gpu").
 * ``[input]``: ``reader`` (a registered reader name; picked from the path when absent),
-  ``path`` (relative to the project folder; default the project folder), and the
-  reader's own options.
+  ``path`` (relative to the project folder; default the project folder), ``pixel_size``
+  (``[x, y]`` or ``[x, y, z]`` in µm, overriding what any reader finds), and the reader's
+  own options.
 * ``[output]``: ``writer``, ``path`` and the writer's options: the final stack is also
   exported there (the ``process/`` folders are always written).
 
@@ -82,6 +83,8 @@ class IOConfig:
     """Absolute path (``None``: the default for the table)."""
     options: Any = None
     """The reader's or writer's validated ``Options`` instance."""
+    pixel_size: tuple[float, ...] | None = None
+    """``[input] pixel_size``: ``[x, y]`` or ``[x, y, z]`` in µm, overriding every reader."""
 
 
 @attrs.frozen(kw_only=True)
@@ -282,7 +285,16 @@ def _io_table(
             issues.append(ConfigIssue(f"{table}.path", str(exc)))
     if table == "output" and name is not None and path is None:
         issues.append(ConfigIssue(f"{table}.path", f"required with writer = {name!r}: where to write the result"))
-    option_keys = {k: v for k, v in data.items() if k not in (kind, "path")}
+    pixel_size = None
+    if table == "input" and "pixel_size" in data:
+        value = data["pixel_size"]
+        ok = isinstance(value, list) and len(value) in (2, 3) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)
+        if ok:
+            pixel_size = tuple(float(v) for v in value)
+        else:
+            issues.append(ConfigIssue(f"{table}.pixel_size", f"expected [x, y] or [x, y, z] in µm, all > 0; got {value!r}"))
+    option_keys = {k: v for k, v in data.items() if k not in (kind, "path", "pixel_size")}
     options = None
     if cls is None and name is None and option_keys:
         # the class is picked from the path at run time; options need a named class
@@ -290,4 +302,4 @@ def _io_table(
     if cls is not None:
         options, found = structure_table(cls.Options, option_keys, table)
         issues.extend(found)
-    return IOConfig(name=name if cls is not None else None, path=path, options=options), issues
+    return IOConfig(name=name if cls is not None else None, path=path, options=options, pixel_size=pixel_size), issues

@@ -38,8 +38,11 @@ def copy_stack(
     path: Path,
     options: Any = None,
     progress: ProgressCallback | None = None,
+    executor: Any = None,
+    parallelism: int = 1,
 ) -> int:
-    """Stream every slice of ``reader``'s ``channel`` into a new ``writer_cls`` at ``path``.
+    """Stream every slice of ``reader``'s ``channel`` into a new ``writer_cls`` at ``path``
+    (metadata included), on ``executor`` (default: in-process).
 
     :returns: the number of slices written.
     """
@@ -52,7 +55,7 @@ def copy_stack(
     def make_writer(meta_out: Any, out_names: Any) -> Any:
         return writer_cls(path, meta_out, out_names, options)
 
-    outcome = execute_step(_Copy(), ctx, reader, make_writer, SerialExecutor(), 1, progress)
+    outcome = execute_step(_Copy(), ctx, reader, make_writer, executor or SerialExecutor(), parallelism, progress)
     return outcome.n_out
 
 

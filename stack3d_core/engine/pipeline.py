@@ -36,7 +36,8 @@ from ..progress import ProgressCallback
 from ..stackio import StackReader, SubsetReader
 from ..step import Step, StepContext
 from .executors import open_executor
-from .record import RunRecord, fingerprint, now
+from .metadata import META_FILE, PixelSizeOverride, SavedMetaReader, meta_to_json
+from .record import RunRecord, fingerprint, now, write_atomic
 from .runner import execute_step
 
 if TYPE_CHECKING:
@@ -76,10 +77,12 @@ def open_root_reader(config: ProjectConfig, host: PluginHost) -> StackReader:
     """The reader of the project's raw input (``[input]``, or picked from the path)."""
     path = config.input_path
     if config.input.name:
-        cls = host.readers.get(config.input.name)
-        return cls(path, config.input.options)
-    cls = host.reader_for(path)
-    return cls(path)
+        reader = host.readers.get(config.input.name)(path, config.input.options)
+    else:
+        reader = host.reader_for(path)(path)
+    if config.input.pixel_size is not None:
+        reader = PixelSizeOverride(reader, config.input.pixel_size)
+    return reader
 
 
 def _channel_dir(base: Path, channel: str) -> Path:
@@ -258,7 +261,7 @@ def _reader_for(input_dir: Path | None, root: StackReader, config: ProjectConfig
     if not input_dir.is_dir():
         raise Stack3dError(f"the history says '{input_dir.name}' was done, but {input_dir} does not exist; "
                            "run that step again (--redo) or fix the history")
-    return host.readers.get(INTERMEDIATE_FORMAT)(input_dir)
+    return SavedMetaReader(host.readers.get(INTERMEDIATE_FORMAT)(input_dir), input_dir)
 
 
 class _ChannelView(StackReader):
@@ -326,6 +329,7 @@ def _run_one_step(
                     _merge_into(images_tmp, image_dir)
                     ctx.output_reader = _ChannelView(host.readers.get(INTERMEDIATE_FORMAT)(image_dir), channel)
                     np.save(outputs_dir / "stats.npy", outcome.stats)
+                    write_atomic(outputs_dir / META_FILE, meta_to_json(outcome.meta))
                     if outcome.nan_zeroed:
                         ctx.warn(f"{outcome.nan_zeroed} NaN pixels were written as 0")
                 step.finish(ctx, outcome.state, outcome.stats if outcome.stats is not None else np.empty((0, 3, 3)))

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import StepError
 from ..progress import ProgressCallback, ProgressEvent
-from ..stackio import StackReader, StackWriter
+from ..stackio import StackMeta, StackReader, StackWriter
 from ..step import Step, StepContext, StepKind
 from .tasks import TaskFailure, apply_chunk, measure_chunk, pair_chunk
 
@@ -33,6 +33,8 @@ class StepOutcome:
     stats: np.ndarray | None
     nan_zeroed: int = 0
     n_out: int = 0
+    meta: StackMeta | None = None
+    """The output stack's metadata (``None`` for steps that write no images)."""
 
 
 def chunked(items: Sequence[Any], parallelism: int, max_size: int = 16) -> list[Sequence[Any]]:
@@ -177,4 +179,4 @@ def execute_step(
     for index, slice_stats, n_nan in results:
         stats[index] = slice_stats
         nan_zeroed += n_nan
-    return StepOutcome(state, stats, nan_zeroed, len(jobs))
+    return StepOutcome(state, stats, nan_zeroed, len(jobs), meta_out)

@@ -126,7 +126,7 @@ class PluginHost:
             except Exception:  # noqa: BLE001 - a probing reader must not break the choice
                 log.debug("reader %s failed probing %s", entry.name, path, exc_info=True)
         raise Stack3dError(
-            f"no reader recognises {path}; name one with [input] reader = ... "
+            f"no reader recognises {path}; name one ([input] reader = ..., or --reader) "
             f"(known readers: {', '.join(self.readers.names()) or 'none'})"
         )
 
@@ -136,7 +136,7 @@ class PluginHost:
             if entry.obj.can_write(path):
                 return entry.obj
         raise Stack3dError(
-            f"no writer recognises {path}; name one with [output] writer = ... "
+            f"no writer recognises {path}; name one ([output] writer = ..., or --writer) "
             f"(known writers: {', '.join(self.writers.names()) or 'none'})"
         )
 
