@@ -9,8 +9,9 @@
 * :meth:`MultipageTiffReader.read` reads one page, not the whole file. Pixels are indexed
   ``[row, column]``. Extras are the private tags, compression and resolution of that page
   (of page 0 when the planes share one IFD); see :mod:`stack3d_io._tiffutil`.
-* z positions are unknown (``None``); the pixel size comes from the ``pixel_size``
-  option only.
+* Pixel size, z positions (Fibics ``ZPos`` of every page) and instrument fields come from
+  the tags (Zeiss CZ_SEM, Atlas/Fibics XML, FEI; :mod:`stack3d_io.sem_metadata`); the
+  ``pixel_size`` option overrides the pixel size. Without them: ``None``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ._tiffutil import (
     pixel_size_issues,
     to_native,
 )
+from .sem_metadata import fibics_z_from_pages, read_page_metadata, stack_fields
 
 __all__ = ["MultipageTiffReader"]
 
@@ -50,9 +52,19 @@ class MultipageTiffOptions:
     pixel_size: tuple[float, float, float] | None = attrs.field(
         default=None,
         metadata={
-            "doc": "voxel size (x = column spacing, y = row spacing, z = slice spacing). "
-            "None: unknown.",
+            "doc": "voxel size (x = column spacing, y = row spacing, z = slice spacing); "
+            "overrides what the file says. None: the instrument metadata's, else unknown.",
             "unit": "um",
+        },
+    )
+    instrument_metadata: bool = attrs.field(
+        default=True,
+        metadata={
+            "doc": "read the instrument metadata of the first page (Zeiss CZ_SEM, "
+            "Atlas/Fibics XML, FEI; Atlas3D.a3d-setup beside the file): pixel size, "
+            "detector, EHT, ... and the Fibics z position of every page "
+            "(stack3d_io.sem_metadata)",
+            "unit": "",
         },
     )
 
@@ -91,6 +103,7 @@ class MultipageTiffReader(StackReader):
     def __init__(self, path: str | os.PathLike[str], options: Any = None) -> None:
         super().__init__(path, options)
         self._layout_cache: _Layout | None = None
+        self._meta_cache: StackMeta | None = None
 
     @classmethod
     def can_read(cls, path: Path) -> bool:
@@ -144,16 +157,36 @@ class MultipageTiffReader(StackReader):
         return tuple(f"img_{i:0{digits}d}.tif" for i in range(n))
 
     def meta(self, channel: str) -> StackMeta:
-        """n, ``(rows, columns)``, dtype; pixel size from the option; no z positions."""
+        """n, ``(rows, columns)``, dtype; pixel size from the option, else from the
+        instrument metadata of the first page; z positions from the Fibics ``ZPos`` of
+        every page, else ``None`` (:mod:`stack3d_io.sem_metadata`)."""
         self._check_channel(channel)
+        if self._meta_cache is not None:
+            return self._meta_cache
         lay = self._layout()
-        return StackMeta(
+        info = None
+        instrument_z = None
+        problems: list[str] = []
+        if self.options.instrument_metadata:
+            path = self.path
+            with open_tiff(path) as tif:
+                first = lay.page_indices[0] if lay.page_indices is not None else 0
+                info = read_page_metadata(tif.pages[first], path, lay.shape, (path.parent,))
+                if info.slice_z and lay.page_indices is not None:
+                    instrument_z = fibics_z_from_pages(tif, lay.page_indices, path, problems)
+        pixel_size, z_positions, instrument = stack_fields(
+            as_triple(self.options.pixel_size), info, instrument_z, None, problems
+        )
+        self._meta_cache = StackMeta(
             n=lay.n,
             shape=lay.shape,
             dtype=lay.dtype,
-            pixel_size=as_triple(self.options.pixel_size),
+            pixel_size=pixel_size,
             unit="um",
+            z_positions=z_positions,
+            instrument=instrument,
         )
+        return self._meta_cache
 
     def describe(self, channel: str, index: int) -> str:
         """``<file> [page <index>]``."""

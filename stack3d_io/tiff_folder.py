@@ -12,8 +12,12 @@ Layout read by :class:`TiffFolderReader`::
   is indexed ``[row, column]``; row 0 is the top of the image.
 * Every slice of a channel must have the shape ``(rows, columns)`` and dtype of the first
   slice; otherwise :class:`~stack3d_core.errors.InputError` names the offending file.
-* z positions (µm by convention) are parsed from the names with the ``parse`` pattern
-  ``z_pattern`` (PyStack3D's resampling ``policy``), and only when *every* name matches.
+* z positions (µm by convention) are the Fibics per-slice ``ZPos`` when every slice has
+  one, else parsed from the names with the ``parse`` pattern ``z_pattern`` (PyStack3D's
+  resampling ``policy``), and only when *every* name matches.
+* Pixel size and instrument fields come from the first slice's tags (Zeiss CZ_SEM,
+  Atlas/Fibics XML, FEI) and ``Atlas3D.a3d-setup`` (:mod:`stack3d_io.sem_metadata`);
+  the ``pixel_size`` option overrides them.
 
 :class:`TiffFolderWriter` writes the same layout: one classic TIFF per slice, carrying the
 input's private tags (code > 32768, e.g. the Fibics XML tag 51023), its compression and its
@@ -48,6 +52,7 @@ from ._tiffutil import (
     to_native,
     write_tiff,
 )
+from .sem_metadata import fibics_z_from_files, read_page_metadata, stack_fields
 
 __all__ = ["DEFAULT_Z_PATTERN", "TiffFolderReader", "TiffFolderWriter"]
 
@@ -72,8 +77,26 @@ class TiffFolderOptions:
         default=None,
         metadata={
             "doc": "voxel size (x = column spacing, y = row spacing, z = slice spacing); "
-            "overrides what the files say. None: unknown.",
+            "overrides what the files say. None: the instrument metadata's, else unknown.",
             "unit": "um",
+        },
+    )
+    instrument_metadata: bool = attrs.field(
+        default=True,
+        metadata={
+            "doc": "read the instrument metadata of the first slice (Zeiss CZ_SEM, "
+            "Atlas/Fibics XML and Atlas3D.a3d-setup, FEI): pixel size, detector, EHT, ... "
+            "(stack3d_io.sem_metadata)",
+            "unit": "",
+        },
+    )
+    instrument_z: bool = attrs.field(
+        default=True,
+        metadata={
+            "doc": "when the first slice carries a Fibics z position (ZPos), read it from "
+            "every slice (one tag read per slice, about 0.2 ms each) and prefer it to the "
+            "names' z",
+            "unit": "",
         },
     )
 
@@ -219,23 +242,47 @@ class TiffFolderReader(StackReader):
         return self.folder(channel) / names[index]
 
     def meta(self, channel: str) -> StackMeta:
-        """n, ``(rows, columns)`` and dtype from page 0 of the first file; z positions
-        from the names (µm); pixel size from the ``pixel_size`` option, else ``None``."""
+        """n, ``(rows, columns)`` and dtype from page 0 of the first file; pixel size, z
+        positions and instrument fields by the rules of :mod:`stack3d_io.sem_metadata`:
+
+        * pixel size (µm): the ``pixel_size`` option, else the instrument metadata of the
+          first slice (z: the Atlas slice interval, else NaN), else ``None``;
+        * z positions (µm): the Fibics ``ZPos`` of every slice, else the names
+          (``z_pattern``), else ``None``; ``instrument["z_source"]`` says which.
+        """
         key = ("meta", channel)
         if key not in self._cache:
             names = self.names(channel)
-            first = self.folder(channel) / names[0]
+            folder = self.folder(channel)
+            first = folder / names[0]
+            info = None
             with open_tiff(first) as tif:
                 if not tif.pages:
                     raise InputError(first, "TIFF holds no image")
                 shape, dtype = check_plane(tif.pages[0], first)
+                if self.options.instrument_metadata:
+                    dirs = tuple(dict.fromkeys((folder, self.path)))
+                    info = read_page_metadata(tif.pages[0], first, shape, dirs,
+                                              channel if channel not in (".", "") else None)
+            problems: list[str] = []
+            instrument_z = None
+            if info is not None and info.slice_z and self.options.instrument_z:
+                instrument_z = fibics_z_from_files([folder / n for n in names], problems)
+            pixel_size, z_positions, instrument = stack_fields(
+                as_triple(self.options.pixel_size),
+                info,
+                instrument_z,
+                _z_positions(names, self.options.z_pattern),
+                problems,
+            )
             self._cache[key] = StackMeta(
                 n=len(names),
                 shape=shape,
                 dtype=dtype,
-                pixel_size=as_triple(self.options.pixel_size),
+                pixel_size=pixel_size,
                 unit="um",
-                z_positions=_z_positions(names, self.options.z_pattern),
+                z_positions=z_positions,
+                instrument=instrument,
             )
         return self._cache[key]
 

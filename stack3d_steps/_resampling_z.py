@@ -140,17 +140,21 @@ def interpolation_plan(z_in: Sequence[float], accepted: Sequence[int], z_out: Se
 
 
 def resolve_z(names: Sequence[str], policy: str, source: str, meta_z: Sequence[float] | None,
-              describe: Callable[[int], str]) -> tuple[list[float], str]:
+              describe: Callable[[int], str], meta_z_from_instrument: bool = False) -> tuple[list[float], str]:
     """Input z positions and where they came from (``"names"`` or ``"metadata"``).
 
-    ``auto``: the names parsed with ``policy`` when every name matches, else the reader's
-    metadata when it has z positions, else an error naming the first file that does not
-    match. ``names`` / ``metadata``: only that source.
+    ``auto``: the instrument's per-slice z positions when the reader measured them
+    (``meta_z_from_instrument``: e.g. Fibics ZPos, full precision), else the names parsed
+    with ``policy`` when every name matches, else the reader's metadata when it has z
+    positions, else an error naming the first file that does not match. ``names`` /
+    ``metadata``: only that source (``names`` reproduces PyStack3D).
 
     :param describe: slice index -> file path shown in messages.
     :raises InputError: naming the first file whose name does not match ``policy``.
     :raises ValueError: ``metadata`` asked for and the reader gives no z positions.
     """
+    if source == "auto" and meta_z_from_instrument and meta_z is not None:
+        source = "metadata"
     if source in ("auto", "names"):
         z, bad = z_from_names(names, policy)
         if z is not None:

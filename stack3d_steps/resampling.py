@@ -139,7 +139,8 @@ class Resampling(Step):
             return reader.describe(ctx.channel, index) if reader is not None else ctx.names[index]
 
         try:
-            z_in, source = resolve_z(ctx.names, p.policy, p.z_source, ctx.meta.z_positions, describe)
+            z_in, source = resolve_z(ctx.names, p.policy, p.z_source, ctx.meta.z_positions, describe,
+                                     ctx.meta.instrument.get("z_source") == "instrument")
         except InputError as exc:
             raise StepError(self.name, exc.message, channel=ctx.channel, file=exc.path) from exc
         accepted = accepted_slices(z_in)
