@@ -23,7 +23,6 @@ and :meth:`MrcWriter.commit` fills the header statistics and renames the file in
 from __future__ import annotations
 
 import math
-
 import os
 import shutil
 from collections.abc import Mapping, Sequence
