@@ -54,7 +54,7 @@ def test_dat_folder_through_the_pipeline_to_mrc_and_ome_zarr(tmp_path: Path, wri
         else:
             import zarr
 
-            group_path = next(project.glob(f"result*{channel}*"))
+            group_path = project / f"result_{channel}.ome.zarr"
             group = zarr.open_group(group_path, mode="r")
             ome = group.attrs["ome"]
             assert ome["version"] == "0.5"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.executors import open_executor
-from ..engine.export import copy_stack
+from ..engine.export import channel_path, copy_stack
 from ..engine.metadata import PixelSizeOverride
 from ..errors import Stack3dError
 from ..plugin.host import PluginHost, get_host
@@ -53,8 +53,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     unknown = [c for c in channels if c not in available]
     if unknown:
         raise Stack3dError(f"{source}: no channel {unknown}; channels: {list(available)}")
-    targets = {c: target if len(channels) == 1 else target.with_name(f"{target.stem}_{c.strip('.') or 'root'}{target.suffix}")
-               for c in channels}
+    targets = {c: target if len(channels) == 1 else channel_path(target, c) for c in channels}
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not args.force:
         raise Stack3dError(f"{', '.join(existing)} exists; use --force to replace it")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..plugin.host import PluginHost
     from ..progress import ProgressCallback
 
-__all__ = ["copy_stack", "export_result"]
+__all__ = ["channel_path", "copy_stack", "export_result"]
 
 
 class _Copy(Step):
@@ -59,6 +59,15 @@ def copy_stack(
     return outcome.n_out
 
 
+def channel_path(path: Path, channel: str) -> Path:
+    """Output path of one channel when several are written: ``out.ome.zarr`` + ``SE2`` ->
+    ``out_SE2.ome.zarr`` (compound suffixes kept; the root channel ``"."`` is ``root``)."""
+    name = path.name
+    stem, dot, rest = name.partition(".")
+    label = channel.strip("./") or "root"
+    return path.with_name(f"{stem}_{label}{dot}{rest}")
+
+
 def export_result(config: ProjectConfig, host: PluginHost, reader: StackReader,
                   progress: ProgressCallback | None = None) -> list[Path]:
     """Write the final images of every channel with the ``[output]`` writer."""
@@ -68,7 +77,7 @@ def export_result(config: ProjectConfig, host: PluginHost, reader: StackReader,
     for channel in config.channels:
         path = config.output.path
         if len(config.channels) > 1:
-            path = path.with_name(f"{path.stem}_{channel}{path.suffix}")
+            path = channel_path(path, channel)
         copy_stack(reader, channel, writer_cls, path, config.output.options, progress)
         written.append(path)
     return written
