@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -98,6 +98,9 @@ class StepContext:
     warnings: list[str] = attrs.field(factory=list)
     device: str = "auto"
     """``[engine] device``: ``"auto"``, ``"cpu"`` or ``"gpu"``, for steps with a GPU path."""
+    project_params: Mapping[str, Any] = attrs.field(factory=dict)
+    """The project's parameters as read from its TOML (read only), so that observer plugins
+    can read a table of their own (e.g. ``[quality] follow = [...]``)."""
     reader: StackReader | None = None
     """The step's input (driver side; e.g. for plots). ``None`` outside a pipeline run."""
     output_reader: StackReader | None = None
@@ -140,6 +143,9 @@ class Step:
     kind: ClassVar[StepKind] = StepKind.MAP
     channels: ClassVar[Literal["all", "first"]] = "all"
     writes_images: ClassVar[bool] = True
+    state_from: ClassVar[Literal["each", "first"]] = "each"
+    """``"first"``: measure and combine on ``channels[0]`` only, and apply that state to every
+    channel (a registration computed on one detector, applied to all)."""
     measure_passes: ClassVar[int] = 1
     """REDUCE steps: number of measure passes. With more than one, pass ``p`` calls
     ``measure(image, index, previous)`` where ``previous`` is what

@@ -378,3 +378,33 @@ def test_prepare_refuses_before_any_slice_is_read(tmp_path: Path, host: PluginHo
     folder = project(tmp_path)
     with pytest.raises(StepError, match=r"picky.value: \(40, 56\) is too small"):
         run(config_for(folder, local, ["picky"]), host=local)
+
+
+def test_state_from_first_channel_is_applied_to_every_channel(tmp_path: Path, host: PluginHost) -> None:
+    """A REDUCE step with state_from = "first" measures channel A only and applies its state to B."""
+    from stack3d_core import hookimpl
+
+    class FromFirst(tsteps.EqualiseMean):
+        name = "from_first"
+        state_from = "first"
+
+        def combine(self, ctx, measures):
+            assert ctx.channel == "A"
+            assert ctx.project_params["process_steps"] == ["from_first"]
+            return super().combine(ctx, measures)
+
+    class P:
+        @hookimpl
+        def stack3d_register_steps(self):
+            return [FromFirst]
+
+    local = PluginHost()
+    local.register(P(), "from_first")
+    stack = make_stack(n=4, dtype="uint16")
+    folder = project(tmp_path, stack, channels=("A", "B"))
+    run(config_for(folder, local, ["from_first"]), host=local)
+    means = stack.reshape(4, -1).mean(1)
+    factors = (means.mean() / means)[:, None, None]
+    for channel, data in (("A", stack), ("B", stack + 1)):
+        out = np.stack([tifffile.imread(p) for p in sorted((folder / "process/from_first" / channel).glob("*.tif"))])
+        np.testing.assert_array_equal(out, np.clip(np.rint(data * factors), 0, 65535))

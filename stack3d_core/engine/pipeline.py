@@ -302,6 +302,7 @@ def _run_one_step(
     channels = config.channels[:1] if step.channels == "first" else config.channels
     writer_cls = host.writers.get(INTERMEDIATE_FORMAT)
     warnings: list[str] = []
+    shared: dict[str, Any] = {}  # state_from = "first": the first channel's state
     try:
         for channel in channels:
             names = reader.names(channel)
@@ -314,7 +315,7 @@ def _run_one_step(
             ctx = StepContext(step=step.name, channel=channel, channels=tuple(config.channels),
                               project_dir=config.project_dir, image_dir=image_dir, outputs_dir=outputs_dir,
                               names=tuple(names), meta=meta, process_dir=process_dir, reader=reader,
-                              device=config.engine.device)
+                              device=config.engine.device, project_params=config.raw)
             images_tmp = _channel_dir(staging / ".images", channel)
             images_tmp.parent.mkdir(parents=True, exist_ok=True)
 
@@ -324,7 +325,13 @@ def _run_one_step(
             host.before_step(step, ctx)
             t0 = time.perf_counter()
             try:
-                outcome = execute_step(step, ctx, reader, make_writer, pool, parallelism, progress)
+                if "state" in shared:
+                    outcome = execute_step(step, ctx, reader, make_writer, pool, parallelism, progress,
+                                           state=shared["state"])
+                else:
+                    outcome = execute_step(step, ctx, reader, make_writer, pool, parallelism, progress)
+                if step.state_from == "first":
+                    shared.setdefault("state", outcome.state)
                 if outcome.stats is not None:
                     _merge_into(images_tmp, image_dir)
                     ctx.output_reader = _ChannelView(host.readers.get(INTERMEDIATE_FORMAT)(image_dir), channel)

@@ -118,6 +118,9 @@ def _driver_call(step: Step, channel: str, fn: Callable[..., Any], *args: Any) -
         raise StepError(step.name, f"{type(exc).__name__}: {exc}", channel=channel) from exc
 
 
+_UNSET: Any = object()
+
+
 def execute_step(
     step: Step,
     ctx: StepContext,
@@ -126,16 +129,28 @@ def execute_step(
     executor: cf.Executor,
     parallelism: int,
     progress: ProgressCallback | None = None,
+    state: Any = _UNSET,
 ) -> StepOutcome:
     """Run ``step`` on ``ctx.channel`` of ``reader``.
 
     :param make_writer: ``(output StackMeta, output names) -> writer`` for the step's
         images (called only by steps that write images).
+    :param state: a state computed on another channel (``state_from = "first"``): the
+        measure and combine phases are skipped.
     """
-    name, channel = step.name, ctx.channel
-    n = ctx.meta.n
+    _driver_call(step, ctx.channel, step.prepare, ctx)
+    if state is _UNSET:
+        state = _measure_and_combine(step, ctx, reader, executor, parallelism, progress)
+    if not step.writes_images:
+        return StepOutcome(state, None)
+    return _apply(step, ctx, reader, make_writer, executor, parallelism, progress, state)
+
+
+def _measure_and_combine(step: Step, ctx: StepContext, reader: StackReader, executor: cf.Executor,
+                         parallelism: int, progress: ProgressCallback | None) -> Any:
+    """The measure (REDUCE) or pairs (PAIRWISE) phases, then ``combine`` on the driver."""
+    name, channel, n = step.name, ctx.channel, ctx.meta.n
     common = dict(step=name, channel=channel, progress=progress)
-    _driver_call(step, channel, step.prepare, ctx)
     measures: Any
     if step.kind is StepKind.REDUCE:
         passes = step.measure_passes
@@ -160,10 +175,14 @@ def execute_step(
         measures = [by_pair[(i - 1, i)] for i in range(1, n)] if offsets == (1,) else by_pair
     else:
         measures = []
-    state = _driver_call(step, channel, step.combine, ctx, measures)
-    if not step.writes_images:
-        return StepOutcome(state, None)
+    return _driver_call(step, channel, step.combine, ctx, measures)
 
+
+def _apply(step: Step, ctx: StepContext, reader: StackReader, make_writer: Callable[[Any, Sequence[str]], StackWriter],
+           executor: cf.Executor, parallelism: int, progress: ProgressCallback | None, state: Any) -> StepOutcome:
+    """The apply phase: plan the output slices, then compute, cast and write them."""
+    common = dict(step=step.name, channel=ctx.channel, progress=progress)
+    channel = ctx.channel
     jobs = step.plan(ctx, state)
     meta_out = step.output_meta(ctx, state, jobs)
     writer = make_writer(meta_out, [j.name for j in jobs])
