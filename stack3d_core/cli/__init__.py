@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", help="reader name (default: picked from the path)")
     p.set_defaults(func=commands.cmd_info)
 
+    p = sub.add_parser("new-plugin", help="scaffold a plugin distribution (a step, reader or writer) with its tests")
+    p.add_argument("name", help="plugin and registry name, e.g. gamma (distribution stack3d-gamma)")
+    p.add_argument("--kind", choices=("step", "reader", "writer"), default="step")
+    p.add_argument("--dir", default=".", help="where to create stack3d-NAME/ (default: here)")
+    p.set_defaults(func=commands.cmd_new_plugin)
+
     p = sub.add_parser("demo", help="synthetic stack -> full pipeline -> errors against the ground truth")
     p.add_argument("dir", nargs="?", default="stack3d_demo", help="working folder (default ./stack3d_demo)")
     p.add_argument("--slices", type=int, default=48)
@@ -125,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Stack3dError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed stream for good
+        return 0
     except KeyboardInterrupt:
         print("interrupted: no partial step was published (process/.<step>.partial removed)", file=sys.stderr)
         return 130

@@ -16,10 +16,11 @@ from ..config.strict import field_doc, resolved_fields
 from ..errors import Stack3dError
 from ..plugin.host import PluginHost, get_host
 
-__all__ = ["cmd_convert", "cmd_demo", "cmd_info", "cmd_init", "cmd_plugins", "cmd_run", "cmd_steps", "cmd_synth",
+__all__ = ["cmd_convert", "cmd_demo", "cmd_info", "cmd_new_plugin", "cmd_init", "cmd_plugins", "cmd_run", "cmd_steps", "cmd_synth",
            "cmd_validate"]
 
 from .convert import cmd_convert, cmd_info  # noqa: E402 - re-exported for the parser
+from .scaffold import cmd_new_plugin  # noqa: E402
 
 
 def _load(project: str, host: PluginHost) -> ProjectConfig:
