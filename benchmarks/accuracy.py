@@ -23,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def load(path: Path):  # noqa: ANN201 - a module
+    if str(path.parent) not in sys.path:  # their shared _common.py, as when run as a script
+        sys.path.append(str(path.parent))
     spec = importlib.util.spec_from_file_location(f"accuracy_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None

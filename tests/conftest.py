@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from stack3d_core import PluginHost
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PLUGINS_SRC = Path(__file__).parent / "plugins"
@@ -56,6 +58,35 @@ history = []
 [cropping]
 area = [10, 50, 5, 35]
 """
+
+
+def steps_host(*, autoload: bool = True) -> PluginHost:
+    """A plugin host with the built-in steps, registered through their ``steps`` entry point.
+
+    :param autoload: load every installed plugin (the ``plots`` observer included), as a
+        user's session does; ``False``: only the built-in ``io`` and ``steps`` plugins.
+
+    Asserts that each built-in step name is registered to the class of its
+    :mod:`stack3d_steps` module, so a test importing a step class runs that very class.
+    """
+    import stack3d_io.plugin
+    import stack3d_steps.plugin
+
+    if autoload:
+        host = PluginHost()
+    else:
+        host = PluginHost(autoload=False)
+        host.register(stack3d_io.plugin, "io")
+        host.register(stack3d_steps.plugin, "steps")
+    for cls in stack3d_steps.plugin.stack3d_register_steps():
+        assert host.steps.get(cls.name) is cls, f"step {cls.name!r} is not registered from stack3d_steps"
+    return host
+
+
+@pytest.fixture(scope="module")
+def host() -> PluginHost:
+    """:func:`steps_host` shared by a test module (modules may define their own ``host``)."""
+    return steps_host()
 
 
 @pytest.fixture

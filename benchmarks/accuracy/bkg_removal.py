@@ -28,7 +28,6 @@ a Markdown section and writes ``bkg_removal_accuracy.png`` into ``OUT_DIR``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import pyplot, pystack3d_python, save_figure, write_project
 
 QUIET = dict(gains=False, stripes=False, nonuniform_z=False, drift_px_per_slice=(0.0, 0.0), jitter_px=0.0)
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -61,13 +61,6 @@ for folder in sys.argv[1:]:
         print("failed", folder, type(exc).__name__, file=sys.stderr)
     print("SECONDS", folder, time.perf_counter() - t0)
 """
-
-
-def _pystack3d_python(explicit: str | None) -> str | None:
-    for candidate in (explicit, os.environ.get("STACK3D_PYSTACK3D_PYTHON"), "/tmp/psvenv/bin/python"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
 
 
 def _errors(stack: Any, powers: Any, coefs_of: Any, background: bool = True) -> tuple[float, float]:
@@ -104,16 +97,11 @@ def _ours(volume: np.ndarray, orders: list[int], skips: list[int], wf: str) -> t
 
 
 def _write_pystack3d(volume: np.ndarray, orders: list[int], skips: list[int], wf: str, folder: Path) -> Path:
-    import tifffile
-
-    folder.mkdir(parents=True)
-    for k, image in enumerate(volume):
-        tifffile.imwrite(folder / f"slice_{k:04d}_z={k * 0.01:.4f}um.tif", image, photometric="minisblack")
-    (folder / "params.toml").write_text(
+    return write_project(
+        folder, ((f"slice_{k:04d}_z={k * 0.01:.4f}um.tif", image) for k, image in enumerate(volume)),
         'ind_min = 0\nind_max = 99999\nchannels = ["."]\nnproc = 1\nprocess_steps = ["bkg_removal"]\n'
         f'history = []\n[bkg_removal]\norders = {orders}\ncross_terms = true\nskip_factors = {skips}\n'
         f'weight_func = "{wf}"\n')
-    return folder
 
 
 def _run_pystack3d(python: str, folders: list[Path]) -> dict[str, float]:
@@ -133,7 +121,7 @@ def main(out_dir: Path, pystack3d: str | None = None) -> str:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    python = _pystack3d_python(pystack3d)
+    python = pystack3d_python(pystack3d, must_exist=True)
     rows: list[str] = []
     figure_data: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="bkg_accuracy_"))
@@ -222,17 +210,9 @@ def main(out_dir: Path, pystack3d: str | None = None) -> str:
 
 def _run_stack3d(folder: Path) -> float:
     """Whole-step wall time of stack3d on a project folder (serial, TIFF in and out, plots)."""
-    from stack3d_core import PluginHost, hookimpl, run
-    from stack3d_steps.bkg_removal import STEPS
+    from stack3d_core import PluginHost, run
 
-    class _Plugin:
-        @hookimpl
-        def stack3d_register_steps(self) -> list:
-            return STEPS
-
-    host = PluginHost()
-    if "bkg_removal" not in host.steps:
-        host.register(_Plugin(), "bkg_removal_benchmark")
+    host = PluginHost()  # every installed plugin: the built-in steps and the plots
     t0 = time.perf_counter()
     run(folder, host=host, redo=True)
     return time.perf_counter() - t0
@@ -264,11 +244,6 @@ def _timing(tmp: Path, python: str | None) -> str:
 
 
 def _figure(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     from stack3d_steps import _bkg_poly as poly
 
     stack = data["stack"]
@@ -284,7 +259,7 @@ def _figure(data: dict[str, Any], path: Path) -> None:
     if "pystack3d" in data:
         powers, coefs = data["pystack3d"]
         fits["PyStack3D HuberT"] = centred(poly.evaluate(powers, coefs, stack.shape, z))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), layout="constrained")
+    fig, axes = pyplot().subplots(2, 3, figsize=(13, 7.5), layout="constrained")
     lim = np.abs(true).max()
     for ax, (title, img) in zip(axes[0], (("observed slice", stack.observed(k)), ("true background (%)", true),
                                           ("HuberT fit - true (%)", fits["HuberT"] - true))):
@@ -309,8 +284,7 @@ def _figure(data: dict[str, Any], path: Path) -> None:
     axes[1][2].set_ylabel(f"largest error, slice {k} (% full scale)")
     axes[1][2].tick_params(axis="x", labelsize=8, labelrotation=15)
     fig.suptitle("bkg_removal, 3D fit on a textured stack with pores, particles and noise")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,14 @@ Markdown section and writes ``destriping_accuracy.png`` into ``OUT_DIR``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import markdown_table, pyplot, pystack3d_python, run_timed, save_figure, write_project
 
 N, SHAPE, SEED = 6, (256, 256), 2
 GABOR = '{ name = "Gabor", noise_level = 20, sigma = [0.5, 200], theta = 0 }'
@@ -47,12 +45,6 @@ CONFIGS: dict[str, str] = {
 STACKS = {"full-height vertical stripes": {"stripe_full_height_fraction": 1.0, "stripe_tilt_deg_max": 0.0},
           "default curtains": {}}
 
-RUNNER = """
-import sys
-from pystack3d import Stack3d
-Stack3d(sys.argv[1]).eval(process_steps=["destriping"], nproc=1, show_pbar=False)
-"""
-
 
 def _stack(overrides: dict[str, Any]) -> Any:
     from stack3d_core.testing.synth import SynthSpec, make_stack
@@ -63,30 +55,8 @@ def _stack(overrides: dict[str, Any]) -> Any:
 
 
 def _write(folder: Path, stack: Any, table: str) -> None:
-    import tifffile
-
-    folder.mkdir(parents=True)
-    for name, image in stack.iter_observed():
-        tifffile.imwrite(folder / name, image, photometric="minisblack")
-    (folder / "params.toml").write_text('ind_min = 0\nind_max = 99999\nchannels = ["."]\nnproc = 1\n'
-                                        f'process_steps = ["destriping"]\nhistory = []\n\n[destriping]\n{table}')
-
-
-def _run_stack3d(folder: Path) -> None:
-    from stack3d_core import PluginHost, hookimpl, load_config, run
-    from stack3d_steps.destriping import STEPS
-
-    class _Mine:
-        @hookimpl
-        def stack3d_register_steps(self) -> list:
-            return STEPS
-
-    import stack3d_io.plugin
-
-    host = PluginHost(autoload=False)
-    host.register(stack3d_io.plugin, "io")
-    host.register(_Mine(), "destriping-benchmark")
-    run(load_config(folder / "params.toml", host), host=host)
+    write_project(folder, stack.iter_observed(), 'ind_min = 0\nind_max = 99999\nchannels = ["."]\nnproc = 1\n'
+                  f'process_steps = ["destriping"]\nhistory = []\n\n[destriping]\n{table}')
 
 
 def _read(folder: Path, names: tuple[str, ...]) -> np.ndarray:
@@ -120,14 +90,7 @@ def _measure(work: Path, pystack3d: str | None) -> tuple[list[list[str]], dict[s
             for program, python in programs:
                 folder = work / f"{len(rows)}"
                 _write(folder, stack, table)
-                t0 = time.perf_counter()
-                if python is None:
-                    _run_stack3d(folder)
-                else:
-                    proc = subprocess.run([python, "-c", RUNNER, str(folder)], capture_output=True, text=True)
-                    if proc.returncode:
-                        raise RuntimeError(f"PyStack3D failed: {proc.stderr[-2000:]}")
-                wall = time.perf_counter() - t0
+                wall = run_timed(folder, ["destriping"], python)
                 out = _read(folder, stack.names)
                 e, c, r = metrics(stack, out)
                 rows.append([stack_label, label, program, f"{100 * (1 - e / e_in):.1f} %",
@@ -140,11 +103,7 @@ def _measure(work: Path, pystack3d: str | None) -> tuple[list[list[str]], dict[s
 
 
 def _figure(shown: dict[str, np.ndarray], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = ["input", "VSNR, 2 Gabors (real stack)", "wavelet coif3/4, sigma 1"]
     fig, axes = plt.subplots(2, 3, figsize=(12, 8), layout="constrained")
     for j, label in enumerate(labels):
@@ -157,32 +116,26 @@ def _figure(shown: dict[str, np.ndarray], path: Path) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"destriping, default curtains, slice {N // 2} (stack3d); residual colour range ±20 gray levels")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _pystack3d_python(given: str | None) -> str | None:
-    return given or os.environ.get("STACK3D_PYSTACK3D_PYTHON") or None
+    save_figure(fig, path, dpi=100)
 
 
 def main(out_dir: Path, pystack3d: str | None = None) -> str:
     """Measure, save the figure into ``out_dir`` and return a Markdown section."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pystack3d = _pystack3d_python(pystack3d)
+    pystack3d = pystack3d_python(pystack3d)
     with tempfile.TemporaryDirectory() as tmp:
         rows, shown = _measure(Path(tmp), pystack3d)
     _figure(shown, out_dir / "destriping_accuracy.png")
-    table = ["| stripes | configuration | program | stripe energy removed | correlation to clean | residual RMS (gray levels) | wall (s) |",
-             "|---|---|---|---|---|---|---|"]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
+    table = markdown_table(["stripes", "configuration", "program", "stripe energy removed", "correlation to clean",
+                            "residual RMS (gray levels)", "wall (s)"], rows)
     note = "" if pystack3d else "\nPyStack3D was not run (set STACK3D_PYSTACK3D_PYTHON).\n"
     return (
         "## Destriping: stripe energy removed and correlation to the clean slices\n\n"
         f"Synthetic stacks of {N} slices of {SHAPE[0]}x{SHAPE[1]} uint8 (seed {SEED}), stripes only. Stripe energy: "
         "residual (output − clean) projected on the true stripe image; correlation: Pearson, mean over slices. "
         "VSNR runs with maxit = 50, cvg_threshold = 1e-2 (PyStack3D's example files).\n\n"
-        + "\n".join(table) + "\n" + note + "\nFigure: `destriping_accuracy.png`.\n")
+        + table + "\n" + note + "\nFigure: `destriping_accuracy.png`.\n")
 
 
 if __name__ == "__main__":

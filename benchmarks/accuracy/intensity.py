@@ -15,15 +15,13 @@ Markdown section and writes ``intensity_gain_jumps.png`` into ``OUT_DIR``.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import markdown_table, pyplot, pystack3d_python, run_timed, save_figure, write_project
 
 N, SHAPE, SEGMENTS, SEED = 64, (128, 128), 5, 3
 
@@ -32,12 +30,6 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "intensity_rescaling, filter_size = 10": ("intensity_rescaling", {"nbins": 256, "filter_size": 10}),
     "intensity_rescaling_area, whole slice": ("intensity_rescaling_area", {"factors_range": [0.8, 1.2]}),
 }
-
-RUNNER = """
-import sys
-from pystack3d import Stack3d
-Stack3d(sys.argv[1]).eval(process_steps=[sys.argv[2]], nproc=1, show_pbar=False)
-"""
 
 
 def _toml(step: str, params: dict[str, Any]) -> str:
@@ -48,40 +40,10 @@ def _toml(step: str, params: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_project(folder: Path, data: dict[str, Any], step: str, params: dict[str, Any]) -> None:
-    import tifffile
-
-    folder.mkdir(parents=True)
-    for name, image in zip(data["names"], data["observed"]):
-        tifffile.imwrite(folder / name, image, photometric="minisblack")
-    (folder / "params.toml").write_text(_toml(step, params))
-
-
 def _read_step(folder: Path, step: str, names: tuple[str, ...]) -> np.ndarray:
     import tifffile
 
     return np.stack([tifffile.imread(folder / "process" / step / name) for name in names])
-
-
-def _run_stack3d(folder: Path, step: str) -> None:
-    from stack3d_core import PluginHost, hookimpl, load_config, run
-    from stack3d_steps.intensity import STEPS
-
-    class _Mine:
-        @hookimpl
-        def stack3d_register_steps(self) -> list:
-            return STEPS
-
-    import stack3d_io.plugin
-
-    host = PluginHost(autoload=False)
-    host.register(stack3d_io.plugin, "io")
-    host.register(_Mine(), "intensity-benchmark")
-    run(load_config(folder / "params.toml", host), host=host)
-
-
-def _pystack3d_python(explicit: str | None) -> str | None:
-    return explicit or os.environ.get("STACK3D_PYSTACK3D_PYTHON") or None
 
 
 def _measure(out_dir: Path, pystack3d: str | None) -> tuple[list[list[str]], dict[str, Any]]:
@@ -100,16 +62,8 @@ def _measure(out_dir: Path, pystack3d: str | None) -> tuple[list[list[str]], dic
                     if who != "stack3d" and not pystack3d:
                         continue
                     folder = Path(tmp) / f"{label}_{step}_{len(rows)}_{who[:5]}".replace(" ", "_")
-                    _write_project(folder, data, step, params)
-                    t0 = time.perf_counter()
-                    if who == "stack3d":
-                        _run_stack3d(folder, step)
-                    else:
-                        proc = subprocess.run([pystack3d, "-c", RUNNER, str(folder), step],
-                                              capture_output=True, text=True, timeout=600)
-                        if proc.returncode:
-                            raise RuntimeError(f"PyStack3D failed: {proc.stderr[-2000:]}")
-                    seconds = time.perf_counter() - t0
+                    write_project(folder, zip(data["names"], data["observed"]), _toml(step, params))
+                    seconds = run_timed(folder, [step], None if who == "stack3d" else pystack3d, timeout=600)
                     g = slice_gains(_read_step(folder, step, data["names"]), data["clean"])
                     rows.append([label, who, cname, *gain_jumps(g, bounds).row(), f"{seconds:.2f}"])
                     curves[(label, who, cname)] = g
@@ -120,11 +74,7 @@ def _measure(out_dir: Path, pystack3d: str | None) -> tuple[list[list[str]], dic
 
 
 def _figure(curves: dict[Any, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, 1, figsize=(10, 7.5), sharex=True, layout="constrained")
     for ax, label in zip(axes, ("gain + offset", "pure gain")):
         frames = np.arange(N)
@@ -145,21 +95,16 @@ def _figure(curves: dict[Any, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="x-small", ncol=2, loc="lower left")
     axes[-1].set_xlabel("slice index")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110, atomic=True)
 
 
 def main(out_dir: Path, pystack3d: str | None = None) -> str:
     """Measure, save the figure into ``out_dir`` and return a Markdown section."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pystack3d = _pystack3d_python(pystack3d)
+    pystack3d = pystack3d_python(pystack3d)
     rows, _ = _measure(out_dir, pystack3d)
-    table = ["| defect | program | step | mean jump | max jump | smooth | spread | wall (s) |",
-             "|---|---|---|---|---|---|---|---|"]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
+    table = markdown_table(["defect", "program", "step", "mean jump", "max jump", "smooth", "spread", "wall (s)"], rows)
     note = "" if pystack3d else "\nPyStack3D was not run (set STACK3D_PYSTACK3D_PYTHON).\n"
     return (
         "## Intensity rescaling: gain jumps left after correction\n\n"
@@ -169,7 +114,7 @@ def main(out_dir: Path, pystack3d: str | None = None) -> str:
         "|ĝ_k − ĝ_(k−1)| over the slices k where the true gain changes; *smooth*: median of the same "
         "away from those slices; *spread*: std(ĝ) / mean(ĝ). Wall time includes TIFF I/O and plots "
         "(PyStack3D: also the interpreter start).\n\n"
-        + "\n".join(table) + "\n" + note
+        + table + "\n" + note
         + "\nFigure: `intensity_gain_jumps.png`.\n"
     )
 

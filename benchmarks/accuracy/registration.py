@@ -27,8 +27,6 @@ a Markdown section and writes ``registration_accuracy.png`` into ``OUT_DIR``.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,16 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import markdown_table, pyplot, pystack3d_python, save_figure, write_project
+
+from stack3d_core.testing.pystack3d import run_pystack3d
 
 SHAPE = (128, 128)
 MOTION_RUNS = (("translation", 200, 0.0, "TRANSLATION", 0.01), ("translation, noise 5 %", 200, 0.0, "TRANSLATION", 0.05),
                ("rigid, 3 deg", 100, 3.0, "RIGID_BODY", 0.01))
-RUNNER = """
-import sys
-from pystack3d import Stack3d
-Stack3d(sys.argv[1]).eval(process_steps=["registration_calculation", "registration_transformation"], nproc=1,
-                          show_pbar=False)
-"""
 
 
 def _stack(n: int, dz_px: float, rotation: float = 0.0, seed: int = 0, noise: float = 0.01) -> Any:
@@ -95,18 +90,14 @@ def _register(volume: np.ndarray, transformation: str, work: Path) -> tuple[np.n
 
 
 def _pystack3d(python: str, stack: Any, transformation: str, work: Path) -> np.ndarray | None:
-    import tifffile
-
-    folder = work / "pystack3d"
-    folder.mkdir(parents=True)
-    for name, image in stack.iter_observed():
-        tifffile.imwrite(folder / name, image, photometric="minisblack")
-    (folder / "params.toml").write_text(
+    folder = write_project(
+        work / "pystack3d", stack.iter_observed(),
         'ind_min = 0\nind_max = 99999\nchannels = ["."]\nnproc = 1\n'
         'process_steps = ["registration_calculation", "registration_transformation"]\nhistory = []\n\n'
         f'[registration_calculation]\ntransformation = "{transformation}"\nnb_blocks = [1, 1]\n\n'
         '[registration_transformation]\nmode = "edge"\n')
-    proc = subprocess.run([python, "-c", RUNNER, str(folder)], capture_output=True, text=True, timeout=600)
+    proc = run_pystack3d(folder, ["registration_calculation", "registration_transformation"], python=python,
+                         timeout=600, check=False)
     if proc.returncode:
         sys.stderr.write(proc.stderr[-2000:])
         return None
@@ -159,11 +150,7 @@ def _content_runs(work: Path) -> tuple[list[list[str]], dict[str, Any]]:
 
 
 def _figure(curves: dict[Any, np.ndarray], content: dict[float, dict[str, list[float]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     for ax, (label, *_) in zip(axes[:3], MOTION_RUNS, strict=True):
         for (lab, name), err in curves.items():
@@ -187,24 +174,21 @@ def _figure(curves: dict[Any, np.ndarray], content: dict[float, dict[str, list[f
     axes[3].grid(alpha=0.3)
     axes[3].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(out_dir: Path, pystack3d: str | None = None) -> str:
     """Measure, save the figure into ``out_dir`` and return a Markdown section."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pystack3d = pystack3d or os.environ.get("STACK3D_PYSTACK3D_PYTHON") or None
+    pystack3d = pystack3d_python(pystack3d)
     with tempfile.TemporaryDirectory() as tmp:
         motion_rows, curves = _motion_runs(Path(tmp), pystack3d)
         content_rows, content = _content_runs(Path(tmp))
     _figure(curves, content, out_dir / "registration_accuracy.png")
-    t1 = ["| motion | slices | run | RMS (px) | max (px) | high-pass RMS (px) |", "|---|---|---|---|---|---|"]
-    t1 += ["| " + " | ".join(r) + " |" for r in motion_rows]
-    t2 = ["| content change (px of depth / slice) | chain RMS | global RMS | floor: apparent motion of the material | "
-          "chain high-pass RMS |", "|---|---|---|---|---|"]
-    t2 += ["| " + " | ".join(r) + " |" for r in content_rows]
+    t1 = markdown_table(["motion", "slices", "run", "RMS (px)", "max (px)", "high-pass RMS (px)"], motion_rows)
+    t2 = markdown_table(["content change (px of depth / slice)", "chain RMS", "global RMS",
+                         "floor: apparent motion of the material", "chain high-pass RMS"], content_rows)
     note = "" if pystack3d else "\nPyStack3D was not run (set STACK3D_PYSTACK3D_PYTHON); its composition order was " \
                                 "applied to the same pystackreg pairs instead.\n"
     return (
@@ -212,8 +196,8 @@ def main(out_dir: Path, pystack3d: str | None = None) -> str:
         f"Synthetic stacks of {SHAPE[0]}x{SHAPE[1]} uint8 px, drift (0.2, -0.1) px/slice + 0.5 px jitter, "
         "noise 1 % of full scale unless said. Error: RMS distance between the 16x16 grid mapped by the applied cumulative "
         "matrix and by the true one, per slice; RMS and max over the slices (px).\n\n"
-        "**Motion only** (content constant along z):\n\n" + "\n".join(t1) + "\n" + note +
-        "\n**Content changing along z** (translation, 200 slices, seeds 0 / 1):\n\n" + "\n".join(t2) + "\n\n"
+        "**Motion only** (content constant along z):\n\n" + t1 + "\n" + note +
+        "\n**Content changing along z** (translation, 200 slices, seeds 0 / 1):\n\n" + t2 + "\n\n"
         "With any change of the material between slices, the error is the material's own apparent lateral "
         "motion (floor), the same for every method; the multi-offset solve then gains nothing (it does worse "
         "beyond 0.25 px/slice), hence `method = \"chain\"` by default.\n\nFigure: `registration_accuracy.png`.\n")

@@ -15,23 +15,15 @@ Markdown section and writes ``resampling_accuracy.png`` into ``OUT_DIR``.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import markdown_table, pyplot, pystack3d_python, run_timed, save_figure, write_project
 
 N, SHAPE, SEED, DZ = 40, (128, 128), 4, 0.01
-
-RUNNER = """
-import sys
-from pystack3d import Stack3d
-Stack3d(sys.argv[1]).eval(process_steps=["resampling"], nproc=1, show_pbar=False)
-"""
 
 
 def _stack() -> Any:
@@ -43,32 +35,11 @@ def _stack() -> Any:
 
 
 def _write(folder: Path, stack: Any, method: str) -> None:
-    import tifffile
-
-    folder.mkdir(parents=True)
-    for name, image in stack.iter_observed():
-        tifffile.imwrite(folder / name, image, photometric="minisblack")
-    (folder / "params.toml").write_text(
+    write_project(
+        folder, stack.iter_observed(),
         'ind_min = 0\nind_max = 99999\nchannels = ["."]\nnproc = 1\nprocess_steps = ["resampling"]\n'
         f'history = []\n\n[resampling]\npolicy = "slice_{{slice_nb}}_z={{z_coord}}um.tif"\ndz = {DZ}\n'
         + (f'method = "{method}"\n' if method != "linear" else ""))
-
-
-def _run_stack3d(folder: Path) -> None:
-    from stack3d_core import PluginHost, hookimpl, load_config, run
-    from stack3d_steps.resampling import STEPS
-
-    class _Mine:
-        @hookimpl
-        def stack3d_register_steps(self) -> list:
-            return STEPS
-
-    import stack3d_io.plugin
-
-    host = PluginHost(autoload=False)
-    host.register(stack3d_io.plugin, "io")
-    host.register(_Mine(), "resampling-benchmark")
-    run(load_config(folder / "params.toml", host), host=host)
 
 
 def _floor(clean: np.ndarray, z_in: np.ndarray, z: float, method: str) -> np.ndarray:
@@ -95,14 +66,7 @@ def _measure(work: Path, pystack3d: str | None) -> tuple[list[list[str]], dict[s
     for program, method, python in runs:
         folder = work / f"{program}-{method}"
         _write(folder, stack, method)
-        t0 = time.perf_counter()
-        if python is None:
-            _run_stack3d(folder)
-        else:
-            proc = subprocess.run([python, "-c", RUNNER, str(folder)], capture_output=True, text=True)
-            if proc.returncode:
-                raise RuntimeError(f"PyStack3D failed: {proc.stderr[-2000:]}")
-        wall = time.perf_counter() - t0
+        wall = run_timed(folder, ["resampling"], python)
         z_out = np.load(folder / "process/resampling/outputs/zpos_out.npy")
         names = sorted((folder / "process/resampling").glob("*.tif"))
         assert len(names) == len(z_out)
@@ -124,11 +88,7 @@ def _measure(work: Path, pystack3d: str | None) -> tuple[list[list[str]], dict[s
 
 
 def _figure(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 7), layout="constrained", sharex=True)
     for label, (z, err, floor) in data["curves"].items():
         ax.plot(z, err, ".-", lw=0.8, label=f"{label} (output vs truth)")
@@ -144,28 +104,27 @@ def _figure(data: dict[str, Any], path: Path) -> None:
     ax2.set_xlabel("z (µm)")
     ax2.set_ylabel("dz (µm)")
     ax2.legend()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main(out_dir: Path, pystack3d: str | None = None) -> str:
     """Measure, save the figure into ``out_dir`` and return a Markdown section."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pystack3d = pystack3d or os.environ.get("STACK3D_PYSTACK3D_PYTHON") or None
+    pystack3d = pystack3d_python(pystack3d)
     with tempfile.TemporaryDirectory() as tmp:
         rows, data = _measure(Path(tmp), pystack3d)
     _figure(data, out_dir / "resampling_accuracy.png")
-    table = ["| program | method | output slices | last z (µm) | RMS error vs truth | floor (same interpolation of the clean slices) | step − floor | max abs error | wall (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
+    table = markdown_table(["program", "method", "output slices", "last z (µm)", "RMS error vs truth",
+                            "floor (same interpolation of the clean slices)", "step − floor", "max abs error",
+                            "wall (s)"], rows)
     note = "" if pystack3d else "\nPyStack3D was not run (set STACK3D_PYSTACK3D_PYTHON).\n"
     return (
         "## Resampling: error against the exact clean volume\n\n"
         f"Synthetic stack of {N} slices of {SHAPE[0]}x{SHAPE[1]} uint16 (seed {SEED}), non-uniform z only "
         f"(input z from 0 to {data['z_last']:.4f} µm, nominal 0.01 µm, jitter ±20 %, a doubled step); "
         f"output grid dz = {DZ} µm. Errors in uint16 gray levels (and % of full scale).\n\n"
-        + "\n".join(table) + "\n" + note + "\nFigure: `resampling_accuracy.png`.\n")
+        + table + "\n" + note + "\nFigure: `resampling_accuracy.png`.\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 * :func:`run_step_on_arrays`: run any step on an in-memory stack with the real engine
   (serial executor), returning the output slices: no files to manage in unit tests.
 * :mod:`stack3d_core.testing.synth`: synthetic FIB-SEM-like stacks with ground truth.
+* :mod:`stack3d_core.testing.pystack3d`: running PyStack3D side by side (its own
+  interpreter, in a subprocess) for compatibility tests and benchmarks.
 * pytest fixtures (entry point ``pytest11``, module
   :mod:`stack3d_core.testing.pytest_plugin`): ``stack3d_host``, ``synthetic_stack``,
   ``synthetic_project``.

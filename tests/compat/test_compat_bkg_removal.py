@@ -22,45 +22,24 @@ over every pixel here: outputs within 1 gray level.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from stack3d_core import PluginHost, Stack3d, hookimpl
+from stack3d_core import PluginHost, Stack3d
+from stack3d_core.testing.pystack3d import require_pystack3d, run_pystack3d
 from stack3d_core.testing.synth import make_stack
-from stack3d_steps.bkg_removal import STEPS
 
 from ..conftest import write_slices
 
 pytestmark = pytest.mark.compat
 
+PYTHON = require_pystack3d()
 
-def _pystack3d_python() -> str | None:
-    explicit = os.environ.get("STACK3D_PYSTACK3D_PYTHON")
-    if explicit:
-        return explicit
-    if importlib.util.find_spec("pystack3d") is not None:
-        return sys.executable
-    return None
-
-
-PYTHON = _pystack3d_python()
-if PYTHON is None:
-    pytest.skip("PyStack3D is not installed (set STACK3D_PYSTACK3D_PYTHON to an interpreter that has it)",
-                allow_module_level=True)
-
-RUNNER = """
-import sys
-from pystack3d import Stack3d
-Stack3d(sys.argv[1]).eval(process_steps=["bkg_removal"], nproc=1, show_pbar=False)
-"""
 
 HEADER = """\
 ind_min = {ind_min}
@@ -76,20 +55,6 @@ history = []
 QUIET = dict(gains=False, stripes=False, nonuniform_z=False, drift_px_per_slice=(0.0, 0.0), jitter_px=0.0)
 
 
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self) -> list:
-        return STEPS
-
-
-@pytest.fixture(scope="module")
-def host() -> PluginHost:
-    host = PluginHost()
-    if "bkg_removal" not in host.steps:
-        host.register(_Plugin(), "bkg_removal_test")
-    return host
-
-
 def twins(tmp_path: Path, table: str, *, dtype: str = "uint8", flat: bool = False, ind: tuple[int, int] = (0, 99999),
           shape: tuple[int, int] = (48, 64)) -> tuple[Path, Path, object]:
     content = dict(texture_levels=(0.5, 0.5), sphere_fraction=0.0, noise_sigma=0.0) if flat else dict(noise_sigma=0.02)
@@ -103,7 +68,7 @@ def twins(tmp_path: Path, table: str, *, dtype: str = "uint8", flat: bool = Fals
 
 
 def run_theirs(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-c", RUNNER, str(folder)], capture_output=True, text=True, timeout=600)
+    return run_pystack3d(folder, ["bkg_removal"], python=PYTHON, check=False)
 
 
 def run_ours(folder: Path, host: PluginHost) -> None:

@@ -26,11 +26,7 @@ Tolerances and documented differences (docs/steps/intensity_rescaling*.md):
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,40 +34,18 @@ import numpy as np
 import pytest
 import tifffile
 
-from stack3d_core import PluginHost, hookimpl, load_config, run
+from stack3d_core import load_config, run
+from stack3d_core.testing.pystack3d import require_pystack3d, run_pystack3d
 from stack3d_steps import _intensity_core as core
 from stack3d_steps._intensity_metrics import gain_jumps, gain_test_stack, slice_gains
-from stack3d_steps.intensity import STEPS
+
+from ..conftest import steps_host
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
+PYTHON = require_pystack3d()
 
-def _pystack3d_python() -> str | None:
-    explicit = os.environ.get("STACK3D_PYSTACK3D_PYTHON")
-    if explicit:
-        return explicit
-    if importlib.util.find_spec("pystack3d") is not None:
-        return sys.executable
-    return None
-
-
-PYTHON = _pystack3d_python()
-if PYTHON is None:
-    pytest.skip("PyStack3D is not installed (set STACK3D_PYSTACK3D_PYTHON to an interpreter that has it)",
-                allow_module_level=True)
-
-RUNNER = """
-import sys
-from pystack3d import Stack3d
-Stack3d(sys.argv[1]).eval(process_steps=[sys.argv[2]], nproc=int(sys.argv[3]), show_pbar=False)
-"""
 JUMP_EPS = 0.002
-
-
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self) -> list:
-        return STEPS
 
 
 def _toml(step: str, params: dict[str, Any]) -> str:
@@ -91,14 +65,8 @@ def twin_run(tmp_path: Path, data: dict[str, Any], step: str, params: dict[str, 
     (ours / "params.toml").write_text(_toml(step, params))
     theirs = tmp_path / "theirs"
     shutil.copytree(ours, theirs)
-    proc = subprocess.run([PYTHON, "-c", RUNNER, str(theirs), step, str(nproc)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"PyStack3D failed:\n{proc.stdout}\n{proc.stderr}"
-    import stack3d_io.plugin
-
-    host = PluginHost(autoload=False)
-    host.register(stack3d_io.plugin, "io")
-    host.register(_Plugin(), "intensity-compat")
+    run_pystack3d(theirs, [step], nproc, python=PYTHON)
+    host = steps_host(autoload=False)
     run(load_config(ours / "params.toml", host), host=host)
     return ours, theirs
 
@@ -234,8 +202,6 @@ def test_range_bins_crashes_pystack3d_2026_and_is_ignored_by_stack3d(tmp_path: P
     step = "intensity_rescaling"
     with pytest.raises(AssertionError, match="unexpected keyword argument 'range_bins'"):
         twin_run(tmp_path / "a", data, step, {"nbins": 64, "filter_size": -1, "range_bins": [0, 255]})
-    import stack3d_io.plugin
-
     results = []
     for sub, params in (("b", {"range_bins": [0, 255]}), ("c", {})):
         folder = tmp_path / sub
@@ -243,9 +209,7 @@ def test_range_bins_crashes_pystack3d_2026_and_is_ignored_by_stack3d(tmp_path: P
         for name, image in zip(data["names"], data["observed"]):
             tifffile.imwrite(folder / name, image, photometric="minisblack")
         (folder / "params.toml").write_text(_toml(step, {"nbins": 64, "filter_size": -1, **params}))
-        host = PluginHost(autoload=False)
-        host.register(stack3d_io.plugin, "io")
-        host.register(_Plugin(), "intensity-compat")
+        host = steps_host(autoload=False)
         run(load_config(folder / "params.toml", host), host=host)
         results.append(slices(folder, step, data["names"]))
     np.testing.assert_array_equal(results[0], results[1])

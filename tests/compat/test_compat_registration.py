@@ -26,51 +26,25 @@ Where PyStack3D is wrong (asserted as differences):
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from stack3d_core import PluginHost, Stack3d, hookimpl
+from stack3d_core import Stack3d
+from stack3d_core.testing.pystack3d import require_pystack3d, run_pystack3d
 from stack3d_core.testing.synth import SyntheticStack, SynthSpec, make_stack
-from stack3d_steps.registration import STEPS
+
+from ..conftest import steps_host
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
+PYTHON = require_pystack3d()
 
-def _pystack3d_python() -> str | None:
-    explicit = os.environ.get("STACK3D_PYSTACK3D_PYTHON")
-    if explicit:
-        return explicit
-    if importlib.util.find_spec("pystack3d") is not None:
-        return sys.executable
-    return None
-
-
-PYTHON = _pystack3d_python()
-if PYTHON is None:
-    pytest.skip("PyStack3D is not installed (set STACK3D_PYSTACK3D_PYTHON to an interpreter that has it)",
-                allow_module_level=True)
-
-RUNNER = """
-import sys, warnings
-warnings.simplefilter("ignore")
-from pystack3d import Stack3d
-Stack3d(sys.argv[1]).eval(process_steps=sys.argv[2].split(","), nproc=1, show_pbar=False)
-"""
 CALC, TRANS = "registration_calculation", "registration_transformation"
-
-
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self):  # noqa: ANN201
-        return STEPS
 
 
 def synth(rotation: float = 0.0, n: int = 12, shape: tuple[int, int] = (80, 96), seed: int = 3) -> SyntheticStack:
@@ -89,12 +63,8 @@ def twin_run(tmp_path: Path, stack: SyntheticStack, calc: str, trans: str) -> tu
         f'process_steps = ["{CALC}", "{TRANS}"]\nhistory = []\n\n[{CALC}]\n{calc}\n\n[{TRANS}]\n{trans}\n')
     theirs = tmp_path / "theirs"
     shutil.copytree(ours, theirs)
-    proc = subprocess.run([PYTHON, "-c", RUNNER, str(theirs), f"{CALC},{TRANS}"], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, f"PyStack3D failed:\n{proc.stdout}\n{proc.stderr}"
-    host = PluginHost()
-    host.register(_Plugin(), "registration-under-test")
-    Stack3d(ours, host=host).eval(show_pbar=False)
+    run_pystack3d(theirs, [CALC, TRANS], python=PYTHON, ignore_warnings=True)
+    Stack3d(ours, host=steps_host()).eval(show_pbar=False)
     return ours, theirs
 
 

@@ -19,43 +19,23 @@ Tolerances (docs/steps/resampling.md), linear method:
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from stack3d_core import PluginHost, Stack3d, hookimpl
+from stack3d_core import Stack3d
+from stack3d_core.testing.pystack3d import require_pystack3d, run_pystack3d
 from stack3d_core.testing.synth import SynthSpec, make_stack
-from stack3d_steps.resampling import STEPS
+
+from ..conftest import steps_host
 
 pytestmark = pytest.mark.compat
 
+PYTHON = require_pystack3d()
 
-def _pystack3d_python() -> str | None:
-    explicit = os.environ.get("STACK3D_PYSTACK3D_PYTHON")
-    if explicit:
-        return explicit
-    if importlib.util.find_spec("pystack3d") is not None:
-        return sys.executable
-    return None
-
-
-PYTHON = _pystack3d_python()
-if PYTHON is None:
-    pytest.skip("PyStack3D is not installed (set STACK3D_PYSTACK3D_PYTHON to an interpreter that has it)",
-                allow_module_level=True)
-
-RUNNER = """
-import sys
-from pystack3d import Stack3d
-Stack3d(sys.argv[1]).eval(process_steps=sys.argv[2].split(","), nproc=1, show_pbar=False)
-"""
 
 PARAMS = """\
 ind_min = 0
@@ -71,12 +51,6 @@ dz = 0.01
 """
 
 
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self):  # noqa: ANN201
-        return STEPS
-
-
 def twin_run(tmp_path: Path, nonuniform: bool, dtype: str) -> tuple[Path, Path, np.ndarray]:
     stack = make_stack(SynthSpec(n_slices=12, shape=(24, 32), dtype=dtype, seed=6, gains=False, background=False,
                                  stripes=False, noise_sigma=0.01, nonuniform_z=nonuniform,
@@ -88,12 +62,8 @@ def twin_run(tmp_path: Path, nonuniform: bool, dtype: str) -> tuple[Path, Path, 
     (ours / "params.toml").write_text(PARAMS)
     theirs = tmp_path / "theirs"
     shutil.copytree(ours, theirs)
-    proc = subprocess.run([PYTHON, "-c", RUNNER, str(theirs), "resampling"], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, f"PyStack3D failed:\n{proc.stdout}\n{proc.stderr}"
-    host = PluginHost()
-    host.register(_Plugin(), "resampling-under-test")
-    Stack3d(ours, host=host).eval(["resampling"], show_pbar=False)
+    run_pystack3d(theirs, ["resampling"], python=PYTHON)
+    Stack3d(ours, host=steps_host()).eval(["resampling"], show_pbar=False)
     return ours / "process/resampling", theirs / "process/resampling", stack.z_um
 
 

@@ -11,11 +11,7 @@ image wraps around in PyStack3D (negative numpy index) and is clamped in stack3d
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,38 +19,13 @@ import pytest
 import tifffile
 
 from stack3d_core import Stack3d
+from stack3d_core.testing.pystack3d import require_pystack3d, run_pystack3d
 
 from ..conftest import make_stack, write_slices
 
 pytestmark = pytest.mark.compat
 
-
-def _pystack3d_python() -> str | None:
-    explicit = os.environ.get("STACK3D_PYSTACK3D_PYTHON")
-    if explicit:
-        return explicit
-    if importlib.util.find_spec("pystack3d") is not None:
-        return sys.executable
-    return None
-
-
-PYTHON = _pystack3d_python()
-if PYTHON is None:
-    pytest.skip("PyStack3D is not installed (set STACK3D_PYSTACK3D_PYTHON to an interpreter that has it)",
-                allow_module_level=True)
-
-RUNNER = """
-import sys
-from pystack3d import Stack3d
-steps = sys.argv[2].split(",")
-Stack3d(sys.argv[1]).eval(process_steps=steps, nproc=int(sys.argv[3]), show_pbar=False)
-"""
-
-
-def run_pystack3d(folder: Path, steps: list[str], nproc: int = 1) -> None:
-    proc = subprocess.run([PYTHON, "-c", RUNNER, str(folder), ",".join(steps), str(nproc)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"PyStack3D failed:\n{proc.stdout}\n{proc.stderr}"
+PYTHON = require_pystack3d()
 
 
 def twin_projects(tmp_path: Path, params: str, channels: tuple[str, ...], dtype: str) -> tuple[Path, Path]:
@@ -102,17 +73,12 @@ area = [2, 30, 4, 20]
 def test_cropping_matches_pystack3d(tmp_path: Path, channels: tuple[str, ...], dtype: str, ind: tuple[int, int]) -> None:
     params = PARAMS.format(channels=str(list(channels)).replace("'", '"'), ind_min=ind[0], ind_max=ind[1])
     ours, theirs = twin_projects(tmp_path, params, channels, dtype)
-    run_pystack3d(theirs, ["cropping", "cropping_final"])
+    run_pystack3d(theirs, ["cropping", "cropping_final"], python=PYTHON)
     Stack3d(ours).eval(show_pbar=False)
     for step in ("cropping", "cropping_final"):
         for ch in channels:
             compare_step(ours, theirs, step, ch)
     assert "history = []" in (ours / "params.toml").read_text()  # ours never rewrites the file
-
-
-def run_pystack3d_status(folder: Path, steps: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-c", RUNNER, str(folder), ",".join(steps), "1"],
-                          capture_output=True, text=True, timeout=600)
 
 
 def test_area_beyond_the_image_is_where_pystack3d_is_wrong(tmp_path: Path) -> None:
@@ -121,7 +87,7 @@ def test_area_beyond_the_image_is_where_pystack3d_is_wrong(tmp_path: Path) -> No
     params = PARAMS.format(channels='["."]', ind_min=0, ind_max=99999).replace(
         "area = [5, 60, 3, 40]", "area = [5, 60, 0, 50]")
     ours, theirs = twin_projects(tmp_path / "a", params, (".",), "uint8")
-    run_pystack3d(theirs, ["cropping"])
+    run_pystack3d(theirs, ["cropping"], python=PYTHON)
     Stack3d(ours).eval(["cropping"], show_pbar=False)
     name = sorted((ours / "process/cropping").glob("*.tif"))[0].name
     raw = tifffile.imread(ours / name)
@@ -130,7 +96,7 @@ def test_area_beyond_the_image_is_where_pystack3d_is_wrong(tmp_path: Path) -> No
     # With ymin = 3 the wrapped range [-2:45] is empty and PyStack3D crashes; stack3d crops.
     params = params.replace("area = [5, 60, 0, 50]", "area = [5, 60, 3, 50]")
     ours, theirs = twin_projects(tmp_path / "b", params, (".",), "uint8")
-    failed = run_pystack3d_status(theirs, ["cropping"])
+    failed = run_pystack3d(theirs, ["cropping"], python=PYTHON, check=False)
     assert failed.returncode != 0 and "zero-size array" in failed.stderr
     Stack3d(ours).eval(["cropping"], show_pbar=False)
     np.testing.assert_array_equal(tifffile.imread(ours / "process/cropping" / name), raw[:45, 5:60])

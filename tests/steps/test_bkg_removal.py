@@ -9,34 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stack3d_core import PluginHost, hookimpl, parse_config, run
+from stack3d_core import PluginHost, parse_config, run
 from stack3d_core.config.strict import structure_table, unstructure
 from stack3d_core.errors import ConfigError
 from stack3d_core.testing import check_step, run_step_on_arrays
 from stack3d_core.testing.synth import make_stack
 from stack3d_steps import _bkg_poly as poly
 from stack3d_steps._bkg_robust import hampel_weights, huber_weights, robust_fit
-from stack3d_steps.bkg_removal import STEPS, BkgRemoval, BkgRemovalParams
+from stack3d_steps.bkg_removal import BkgRemoval, BkgRemovalParams
 
 from ..conftest import write_slices
 
 # Only the background (and what a test switches on): no drift, gains, curtains.
 QUIET = dict(gains=False, stripes=False, nonuniform_z=False, drift_px_per_slice=(0.0, 0.0), jitter_px=0.0)
 FLAT = dict(QUIET, noise_sigma=0.0, texture_levels=(0.5, 0.5), sphere_fraction=0.0)
-
-
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self) -> list:
-        return STEPS
-
-
-@pytest.fixture(scope="module")
-def host() -> PluginHost:
-    host = PluginHost()
-    if "bkg_removal" not in host.steps:  # not yet wired into stack3d_steps.plugin
-        host.register(_Plugin(), "bkg_removal_test")
-    return host
 
 
 def step(**params: object) -> BkgRemoval:

@@ -18,25 +18,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from stack3d_core import ConfigError, PluginHost, StepError, hookimpl, parse_config, run
+from stack3d_core import ConfigError, StepError, parse_config, run
 from stack3d_core.testing import check_step, run_step_on_arrays
 from stack3d_core.testing.synth import SynthSpec, make_stack
 from stack3d_steps import _destriping_algos as algos
-from stack3d_steps.destriping import STEPS, Destriping, DestripingParams, VsnrFilter, WaveletDecomposition
+from stack3d_steps.destriping import Destriping, DestripingParams, VsnrFilter, WaveletDecomposition
+
+from ..conftest import steps_host
 
 GABOR = VsnrFilter(name="Gabor", noise_level=20, sigma=(0.5, 200), theta=0)
-
-
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self):  # noqa: ANN201
-        return STEPS
-
-
-def host_with_steps() -> PluginHost:
-    host = PluginHost()
-    host.register(_Plugin(), "destriping-under-test")
-    return host
 
 
 def striped_stack(seed: int = 2, n: int = 3, shape: tuple[int, int] = (256, 256)):  # noqa: ANN201
@@ -143,7 +133,7 @@ def test_wavelet_keeps_the_shape_and_a_stripe_free_image() -> None:
 
 def config_issues(table: dict) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_config({"process_steps": ["destriping"], "destriping": table}, host_with_steps(),
+        parse_config({"process_steps": ["destriping"], "destriping": table}, steps_host(),
                      project_dir=Path("/tmp"))
     return [str(i) for i in info.value.issues]
 
@@ -169,7 +159,7 @@ def test_bad_parameters_are_refused_with_the_key_named(table: dict, expected: st
 
 
 def test_pystack3d_tables_are_accepted() -> None:
-    host = host_with_steps()
+    host = steps_host()
     table = {"maxit": 50, "cvg_threshold": 1e-2, "filters": [
         {"name": "Gabor", "noise_level": 30, "sigma": [0.5, 80], "theta": 0},
         {"name": "Gabor", "noise_level": 80, "sigma": [0.5, 200], "theta": 0},
@@ -189,7 +179,7 @@ def write_project(folder: Path, volume: np.ndarray, names: tuple[str, ...]) -> N
 def test_no_method_fails_before_reading_slices(tmp_path: Path) -> None:
     stack = striped_stack(n=2, shape=(32, 32))
     write_project(tmp_path / "p", stack.volume(), stack.names)
-    host = host_with_steps()
+    host = steps_host()
     config = parse_config({"process_steps": ["destriping"], "destriping": {}}, host, project_dir=tmp_path / "p")
     with pytest.raises(StepError, match="filters.*wavelet_decomposition"):
         run(config, host=host)
@@ -200,7 +190,7 @@ def test_project_on_local_processes(tmp_path: Path) -> None:
     stack = striped_stack(n=4, shape=(64, 64))
     folder = tmp_path / "p"
     write_project(folder, stack.volume(), stack.names)
-    host = host_with_steps()
+    host = steps_host()
     config = parse_config({"process_steps": ["destriping"], "engine": {"executor": "processes", "workers": 2},
                            "destriping": {"maxit": 20, "filters": [{"name": "Gabor", "noise_level": 20,
                                                                     "sigma": [0.5, 200], "theta": 0}]}},

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from stack3d_core import ConfigError, PluginHost, StepError, hookimpl, parse_config, run
+from stack3d_core import ConfigError, StepError, parse_config, run
 from stack3d_core.testing import check_step, run_step_on_arrays
 from stack3d_steps import _intensity_core as core
 from stack3d_steps._intensity_metrics import gain_jumps, gain_test_stack, slice_gains
@@ -26,22 +26,7 @@ from stack3d_steps.intensity import (
     IntensityRescalingParams,
 )
 
-from ..conftest import make_stack, write_slices
-
-
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self) -> list:
-        return STEPS
-
-
-def _host() -> PluginHost:
-    import stack3d_io.plugin
-
-    host = PluginHost(autoload=False)
-    host.register(stack3d_io.plugin, "io")
-    host.register(_Plugin(), "intensity-tests")
-    return host
+from ..conftest import make_stack, steps_host, write_slices
 
 
 def _rescale(stack: np.ndarray, tmp_path: Path, **params: object) -> tuple[np.ndarray, object, Path]:
@@ -103,7 +88,7 @@ def test_defaults_are_pystack3d_s() -> None:
 ])
 def test_bad_parameters_are_refused_naming_the_key(tmp_path: Path, step: str, table: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config({"process_steps": [step], step: table}, _host(), project_dir=tmp_path)
+        parse_config({"process_steps": [step], step: table}, steps_host(autoload=False), project_dir=tmp_path)
     assert key in str(info.value)
 
 
@@ -113,7 +98,7 @@ def test_pystack3d_tables_are_accepted_unchanged(tmp_path: Path) -> None:
                            "intensity_rescaling": {"nbins": 256, "filter_size": -1, "range_bins": [0, 255]},
                            "intensity_rescaling_area": {"area": [0, 99999, 0, 99999], "threshold_min": 0,
                                                         "factors_range": [0.8, 1.2]}},
-                          _host(), project_dir=tmp_path)
+                          steps_host(autoload=False), project_dir=tmp_path)
     assert config is not None
 
 
@@ -257,7 +242,7 @@ def test_processes_executor_gives_the_serial_result(tmp_path: Path) -> None:
     for executor in ("serial", "processes"):
         folder = tmp_path / executor
         write_slices(folder, data["observed"])
-        host = _host()
+        host = steps_host(autoload=False)
         run(parse_config(table, host, project_dir=folder), host=host, executor=executor, workers=2)
         results[executor] = {p.relative_to(folder).as_posix(): (tifffile.imread(p) if p.suffix == ".tif" else np.load(p))
                              for p in sorted((folder / "process").rglob("*")) if p.suffix in (".tif", ".npy")}

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from stack3d_core import ConfigError, PluginHost, StepError, hookimpl, parse_config, run
+from stack3d_core import ConfigError, StepError, parse_config, run
 from stack3d_core.testing import check_step, run_step_on_arrays
 from stack3d_core.testing.synth import SyntheticStack, SynthSpec, make_stack
 from stack3d_steps._registration_global import solve_global
@@ -38,25 +38,14 @@ from stack3d_steps._registration_matrices import (
 )
 from stack3d_steps._registration_warp import largest_rectangle, valid_mask, warp
 from stack3d_steps.registration import (
-    STEPS,
     RegistrationCalculation,
     RegistrationCalculationParams,
     RegistrationTransformation,
 )
 
+from ..conftest import steps_host
+
 CALC, TRANS = "registration_calculation", "registration_transformation"
-
-
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self):  # noqa: ANN201
-        return STEPS
-
-
-def host_with_steps() -> PluginHost:
-    host = PluginHost()
-    host.register(_Plugin(), "registration-under-test")
-    return host
 
 
 def motion_stack(n: int, shape: tuple[int, int] = (128, 128), rotation: float = 0.0, noise: float = 0.01,
@@ -86,7 +75,7 @@ def write_project(folder: Path, stack: SyntheticStack) -> Path:
 
 
 def run_project(folder: Path, calc: dict, trans: dict | None = None, **engine: object) -> None:
-    host = host_with_steps()
+    host = steps_host()
     steps = [CALC] if trans is None else [CALC, TRANS]
     data: dict = {"process_steps": steps, CALC: calc}
     if trans is not None:
@@ -119,7 +108,7 @@ def test_contract() -> None:
     (TRANS, {"subpixel": "no"}, "registration_transformation.subpixel"),
 ])
 def test_bad_parameters_are_refused_with_their_key(tmp_path: Path, step: str, table: dict, key: str) -> None:
-    host = host_with_steps()
+    host = steps_host()
     with pytest.raises(ConfigError) as info:
         parse_config({"process_steps": [step], step: table}, host, project_dir=tmp_path)
     assert key in str(info.value)
@@ -127,7 +116,7 @@ def test_bad_parameters_are_refused_with_their_key(tmp_path: Path, step: str, ta
 
 def test_pystack3d_tables_validate(tmp_path: Path) -> None:
     """PyStack3D's example tables (spec §2.3) are accepted unchanged."""
-    host = host_with_steps()
+    host = steps_host()
     parse_config({"process_steps": [CALC, TRANS],
                   CALC: {"area": [500, 1000, 500, 1000], "nb_blocks": [1, 1], "transformation": "TRANSLATION",
                          "threshold": 64},
@@ -292,7 +281,7 @@ def test_pipeline_registers_every_channel_and_crops(tmp_path: Path) -> None:
         (folder / ch).mkdir(parents=True)
         for name, image in stack.iter_observed():
             tifffile.imwrite(folder / ch / name, (image * factor).astype(np.uint8))
-    host = host_with_steps()
+    host = steps_host()
     config = parse_config({"channels": ["SE2", "ESB"], "process_steps": [CALC, TRANS],
                            CALC: {"transformation": "RIGID_BODY"}, TRANS: {"cropping": True}},
                           host, project_dir=folder)
@@ -342,14 +331,14 @@ def test_transformation_errors_name_the_problem(tmp_path: Path) -> None:
     stack = motion_stack(4, shape=(48, 48), seed=6)
     folder = write_project(tmp_path / "p", stack)
     with pytest.raises(StepError, match="registration_calculation first"):
-        run(parse_config({"process_steps": [TRANS], TRANS: {}}, host_with_steps(), project_dir=folder),
-            host=host_with_steps())
+        run(parse_config({"process_steps": [TRANS], TRANS: {}}, steps_host(), project_dir=folder),
+            host=steps_host())
     run_project(folder, {"nb_blocks": [1, 2]})
     meta = json.loads((folder / "process" / CALC / "outputs/registration.json").read_text())
     assert meta["nb_blocks"] == [1, 2] and np.load(folder / "process" / CALC / "tmats.npy").shape == (4, 2, 3, 3)
     with pytest.raises(StepError, match="nb_blocks"):
         run(parse_config({"process_steps": [TRANS], "history": [CALC], TRANS: {"nb_blocks": [2, 2]}},
-                         host_with_steps(), project_dir=folder), host=host_with_steps())
+                         steps_host(), project_dir=folder), host=steps_host())
     with pytest.raises(StepError, match="nb_blocks"):
         run_project(folder, {"nb_blocks": [30, 1]})  # blocks of 1 row
 

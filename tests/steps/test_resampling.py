@@ -17,23 +17,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from stack3d_core import ConfigError, PluginHost, StepError, hookimpl, parse_config, run
+from stack3d_core import ConfigError, StepError, parse_config, run
 from stack3d_core.testing import check_step, run_step_on_arrays
 from stack3d_core.testing.synth import SynthSpec, make_stack
 from stack3d_steps._resampling_z import accepted_slices, interpolation_plan, output_grid
-from stack3d_steps.resampling import STEPS, Resampling, ResamplingParams
+from stack3d_steps.resampling import Resampling, ResamplingParams
 
-
-class _Plugin:
-    @hookimpl
-    def stack3d_register_steps(self):  # noqa: ANN201
-        return STEPS
-
-
-def host_with_steps() -> PluginHost:
-    host = PluginHost()
-    host.register(_Plugin(), "resampling-under-test")
-    return host
+from ..conftest import steps_host
 
 
 def nonuniform_stack(n: int = 14, shape: tuple[int, int] = (48, 64), dtype: str = "uint16", seed: int = 4):  # noqa: ANN201
@@ -51,7 +41,7 @@ def write_project(folder: Path, volume: np.ndarray, names: list[str] | tuple[str
 
 
 def run_project(folder: Path, table: dict, **engine: object) -> Path:
-    host = host_with_steps()
+    host = steps_host()
     data: dict = {"process_steps": ["resampling"], "resampling": table}
     if engine:
         data["engine"] = engine
@@ -189,7 +179,7 @@ def test_names_not_matching_the_policy_name_the_file(tmp_path: Path) -> None:
 
 def config_issues(table: dict) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_config({"process_steps": ["resampling"], "resampling": table}, host_with_steps(),
+        parse_config({"process_steps": ["resampling"], "resampling": table}, steps_host(),
                      project_dir=Path("/tmp"))
     return [str(i) for i in info.value.issues]
 
