@@ -162,7 +162,7 @@ def run_step_on_arrays(step: Step, stack: np.ndarray, *, workdir: Path,
     outputs.mkdir(parents=True, exist_ok=True)
     ctx = StepContext(step=step.name, channel=".", channels=(".",), project_dir=Path(workdir),
                       image_dir=outputs.parent, outputs_dir=outputs, names=reader.names("."),
-                      meta=reader.meta("."), process_dir=Path(workdir))
+                      meta=reader.meta("."), process_dir=Path(workdir), reader=reader)
     holder: dict[str, MemoryWriter] = {}
 
     def make_writer(meta: StackMeta, names: Sequence[str]) -> MemoryWriter:
