@@ -29,13 +29,13 @@ from stack3d_core import StepContext
 from stack3d_core.stepkit import write_text
 
 from . import _bkg_poly as poly
+from ._figures import new_figure, save_figure
 
 if TYPE_CHECKING:
     from .bkg_removal import BkgRemovalParams, BkgState
 
 __all__ = ["npz_bytes", "write_outputs"]
 
-DPI = 110
 
 
 def write_outputs(ctx: StepContext, state: BkgState, params: BkgRemovalParams) -> None:
@@ -97,21 +97,8 @@ def _log(ctx: StepContext, state: BkgState, params: BkgRemovalParams) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: Path) -> None:
-    plt = _pyplot()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def coefficients_over_z(state: BkgState) -> tuple[poly.Powers, np.ndarray]:
@@ -131,13 +118,12 @@ def coefficients_over_z(state: BkgState) -> tuple[poly.Powers, np.ndarray]:
 def plot_coefs(state: BkgState, path: Path) -> None:
     """``coefs.png``: each in-plane term's coefficient against the slice index (in 3D, the
     global polynomial evaluated at each slice's z)."""
-    plt = _pyplot()
     terms, coefs = coefficients_over_z(state)
     q = len(terms)
     ncols = math.ceil(math.sqrt(q))
     nrows = math.ceil(q / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.2 * nrows + 0.7), squeeze=False,
-                             sharex=True, layout="constrained")
+    fig, axes = new_figure(nrows, ncols, figsize=(3.2 * ncols, 2.2 * nrows + 0.7), squeeze=False,
+                             sharex=True, margins={"top": 0.85, "wspace": 0.35, "hspace": 0.35})
     frames = np.arange(len(coefs))
     for j, power in enumerate(terms):
         ax = axes.flat[j]
@@ -176,9 +162,8 @@ def write_thumbnails(ctx: StepContext, state: BkgState, folder: Path) -> None:
 def plot_profiles(before: dict[str, np.ndarray], after: dict[str, np.ndarray] | None,
                   skips: tuple[int, ...], folder: Path) -> None:
     """``stats_X.png`` and ``stats_Y.png``: min / max / mean against x and against y."""
-    plt = _pyplot()
     for axis, label, skip in (("x", "X", skips[0]), ("y", "Y", skips[1])):
-        fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True, layout="constrained")
+        fig, axes = new_figure(3, 1, figsize=(8, 7), sharex=True, margins={"hspace": 0.15})
         for which, data, style in (("input", before, "-"), ("output", after, "-")):
             if data is None:
                 continue

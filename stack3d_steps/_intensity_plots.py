@@ -12,28 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from ._figures import new_figure, save_figure
+
 __all__ = ["histogram_percentiles", "plot_area_factors", "plot_area_means",
            "plot_histogram_maps", "plot_histogram_profiles"]
 
-_DPI = 110
 _TITLES = ("original", "reference", "final")
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: Path) -> None:
-    plt = _pyplot()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=_DPI)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def histogram_percentiles(hist: np.ndarray, vmin: float, vmax: float,
@@ -57,10 +45,9 @@ def plot_histogram_maps(orig: np.ndarray, ref: np.ndarray, final: np.ndarray, vm
                         vmax: float, path: Path) -> None:
     """Three (slices × gray level) maps of the histograms: original, reference, final, on
     one colour scale (counts per bin)."""
-    plt = _pyplot()
     n = orig.shape[0]
     top = float(max(np.max(orig), np.max(ref), np.max(final), 1))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True, layout="constrained")
+    fig, axes = new_figure(1, 3, figsize=(13, 4), sharey=True, margins={"left": 0.06, "right": 0.9, "bottom": 0.16, "top": 0.9, "wspace": 0.1})
     for ax, data, title in zip(axes, (orig, ref, final), _TITLES):
         im = ax.imshow(data, origin="lower", aspect="auto", extent=(vmin, vmax, -0.5, n - 0.5),
                        vmin=0, vmax=top, cmap="viridis", interpolation="nearest")
@@ -75,13 +62,14 @@ def plot_histogram_profiles(orig: np.ndarray, ref: np.ndarray, final: np.ndarray
                             vmax: float, path: Path, max_lines: int = 40) -> None:
     """Overlaid histograms (at most ``max_lines`` slices, coloured by slice index) of the
     original, reference and final stacks, and the 5 / 50 / 95 % gray levels per slice."""
-    plt = _pyplot()
     n, nbins = orig.shape
     centres = np.linspace(vmin, vmax, nbins + 1)
     centres = (centres[1:] + centres[:-1]) / 2
     picks = np.unique(np.linspace(0, n - 1, min(n, max_lines)).round().astype(int))
-    cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")
+    from matplotlib import cm, colormaps, colors
+
+    cmap = colormaps["viridis"]
+    fig, axes = new_figure(2, 2, figsize=(11, 8))
     for ax, data, title in zip(axes.flat[:3], (orig, ref, final), _TITLES):
         for k in picks:
             ax.plot(centres, data[k], color=cmap(k / max(n - 1, 1)), lw=0.8, alpha=0.7)
@@ -91,7 +79,7 @@ def plot_histogram_profiles(orig: np.ndarray, ref: np.ndarray, final: np.ndarray
         ax.set_ylabel("pixels per bin")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="best", fontsize="small")
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(n - 1, 1)))
+    sm = cm.ScalarMappable(cmap=cmap, norm=colors.Normalize(0, max(n - 1, 1)))
     fig.colorbar(sm, ax=axes[0, :], label="slice index", shrink=0.9)
     ax = axes[1, 1]
     frames = np.arange(n)
@@ -111,8 +99,7 @@ def plot_histogram_profiles(orig: np.ndarray, ref: np.ndarray, final: np.ndarray
 
 def plot_area_means(means: np.ndarray, ref: float, path: Path) -> None:
     """Mean gray level of the area per slice, with the reference (median) level."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    fig, ax = new_figure(figsize=(7, 3.8))
     ax.plot(np.arange(len(means)), means, ".-", color="C0", lw=1, ms=3, label="area mean")
     ax.axhline(ref, color="k", ls="--", lw=1, label=f"reference (median) = {ref:.4g}")
     ax.set_xlabel("slice index")
@@ -126,10 +113,9 @@ def plot_area_factors(factors: np.ndarray, factors_range: tuple[float, float], c
                       path: Path) -> None:
     """Rescaling factor per slice, the allowed range, and the slices clipped to it
     (``clipped``: boolean per slice)."""
-    plt = _pyplot()
     lo, hi = factors_range
     frames = np.arange(len(factors))
-    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    fig, ax = new_figure(figsize=(7, 3.8))
     ax.plot(frames, factors, ".-", color="C1", lw=1, ms=3, label="factor")
     if clipped.any():
         ax.plot(frames[clipped], factors[clipped], "x", color="C3", label="clipped to the range")

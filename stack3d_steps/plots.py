@@ -19,6 +19,8 @@ import numpy as np
 
 from stack3d_core import StackReader, Step, StepContext, hookimpl
 
+from ._figures import new_figure, save_figure
+
 __all__ = ["CUT_PLANE_SLICES", "cut_planes", "plot_cut_planes", "plot_stats", "stack3d_after_step"]
 
 CUT_PLANE_SLICES = 64
@@ -34,13 +36,8 @@ def plot_stats(stats: np.ndarray, path: Path, title: str) -> None:
         (float), 2 output cast to the stack dtype; stat 0 min, 1 max, 2 mean.
     :param path: PNG file to write (atomically).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     frames = np.arange(stats.shape[0])
-    fig, axes = plt.subplots(3, 1, figsize=(7, 6.5), sharex=True, layout="constrained")
+    fig, axes = new_figure(3, 1, figsize=(7, 6.5), sharex=True, margins={"left": 0.12, "hspace": 0.12})
     for j, ax in enumerate(axes):
         ax.plot(frames, stats[:, 0, j], color="C0", label="input")
         ax.plot(frames, stats[:, 1, j], color="C1", ls="--", label="output (before cast)")
@@ -50,10 +47,7 @@ def plot_stats(stats: np.ndarray, path: Path, title: str) -> None:
     axes[0].legend(loc="best", fontsize="small")
     axes[0].set_title(title)
     axes[-1].set_xlabel("slice index")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def cut_planes(reader: StackReader, channel: str, max_slices: int = CUT_PLANE_SLICES) -> dict[str, Any]:
@@ -78,13 +72,8 @@ def plot_cut_planes(before: dict[str, Any], after: dict[str, Any], path: Path, t
     """Two rows (input, output) of XY / XZ / YZ planes; gray levels stretched per row to the
     1-99 % percentiles of its XY plane. Planes are drawn in pixel units, z downward by
     slice index (sampled slices only)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6.5), layout="constrained",
-                             gridspec_kw={"width_ratios": [1.2, 1, 1]})
+    fig, axes = new_figure(2, 3, figsize=(11, 6.5), gridspec_kw={"width_ratios": [1.2, 1, 1]},
+                           margins={"left": 0.03, "right": 0.99, "top": 0.9, "bottom": 0.06, "wspace": 0.2})
     for r, (label, planes) in enumerate((("input", before), ("output", after))):
         lo, hi = np.percentile(planes["xy"], (1, 99))
         n_z = planes["z_index"]
@@ -102,10 +91,7 @@ def plot_cut_planes(before: dict[str, Any], after: dict[str, Any], path: Path, t
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 @hookimpl

@@ -209,15 +209,12 @@ class Resampling(Step):
 def plot_z(z_in: np.ndarray, z_out: np.ndarray, skipped: Sequence[int], out: Path, unit: str) -> None:
     """``z_positions.png`` (z against slice index, in and out; skipped inputs marked) and
     ``z_increments.png`` (successive differences)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from ._figures import new_figure, save_figure
 
     unit = "µm" if unit == "um" else unit
     for name, (y_in, y_out), label in (("z_positions.png", (z_in, z_out), f"z ({unit})"),
                                        ("z_increments.png", (np.diff(z_in), np.diff(z_out)), f"dz ({unit})")):
-        fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+        fig, ax = new_figure(figsize=(7, 4.5))
         ax.plot(y_in, ".-", label=f"in ({len(z_in)} slices)", lw=0.8)
         ax.plot(y_out, ".-", label=f"out ({len(z_out)} slices)", lw=0.8)
         if name == "z_positions.png" and len(skipped):
@@ -226,10 +223,7 @@ def plot_z(z_in: np.ndarray, z_out: np.ndarray, skipped: Sequence[int], out: Pat
         ax.set_ylabel(label)
         ax.set_title("resampling: " + ("z positions" if name == "z_positions.png" else "z increments"))
         ax.legend()
-        tmp = out / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-        tmp.replace(out / name)
+        save_figure(fig, out / name)
 
 
 STEPS: list[type[Step]] = [Resampling]
