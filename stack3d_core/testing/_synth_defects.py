@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "background_image", "gain_tables", "generate_curtains", "generate_gain_segments",
-    "generate_motion", "generate_z", "inverse_motion_matrix", "motion_matrix", "stripes_image",
-    "z_decimals",
+    "background_image", "gain_tables", "generate_affine", "generate_curtains", "generate_gain_segments",
+    "generate_motion", "generate_z", "inverse_motion_matrix", "motion_matrix", "smooth_curve",
+    "stripes_image", "z_decimals",
 ]
 
 GAIN_CHOICES = (0.8, 0.85, 1.1, 1.15)
@@ -84,12 +84,57 @@ def generate_motion(rng: np.random.Generator, n: int, drift: tuple[float, float]
     return {"dx_px": dx.tolist(), "dy_px": dy.tolist(), "theta_deg": theta.tolist()}
 
 
-def motion_matrix(dx: float, dy: float, theta_deg: float, shape: tuple[int, int]) -> np.ndarray:
+def smooth_curve(rng: np.random.Generator, n: int, peak: float) -> np.ndarray:
+    """A smooth random curve over the slices, 0 at slice 0, ``max |curve| = peak``: three
+    low-frequency sinusoids (0.3 to 2.5 periods over the stack), as the rotation of
+    :func:`generate_motion`. Zeros when ``peak == 0`` or ``n < 2`` (no draw is made)."""
+    curve = np.zeros(n)
+    if peak > 0 and n > 1:
+        t = np.arange(n, dtype=np.float64) / (n - 1)
+        freq = rng.uniform(0.3, 2.5, 3)
+        ph = rng.uniform(0.0, 2.0 * np.pi, 3)
+        w = rng.uniform(0.5, 1.0, 3)
+        u = sum(w[j] * (np.sin(2 * np.pi * freq[j] * t + ph[j]) - np.sin(ph[j])) for j in range(3))
+        top = np.max(np.abs(u))
+        if top > 0:
+            curve = peak * u / top
+    return curve
+
+
+def generate_affine(rng_scale: np.random.Generator, rng_shear: np.random.Generator, n: int,
+                    scale_max: float, shear_max: float) -> dict[str, list[float]]:
+    """Per-slice scale factors and shear (optional affine part of the motion).
+
+    ``scale_x_k = 1 + sx_k`` and ``scale_y_k = 1 + sy_k`` with ``sx``, ``sy`` two
+    independent :func:`smooth_curve` of peak ``scale_max`` (a fraction: 0.01 = 1 %);
+    ``shear_k`` (x += shear * y, dimensionless) a smooth curve of peak ``shear_max``.
+    Slice 0 has scale 1 and shear 0. Drawn from their own streams, so switching them on
+    leaves every other table unchanged.
+    """
+    sx = smooth_curve(rng_scale, n, scale_max)
+    sy = smooth_curve(rng_scale, n, scale_max)
+    sh = smooth_curve(rng_shear, n, shear_max)
+    return {"scale_x": (1.0 + sx).tolist(), "scale_y": (1.0 + sy).tolist(), "shear": sh.tolist()}
+
+
+def motion_matrix(dx: float, dy: float, theta_deg: float, shape: tuple[int, int],
+                  scale_x: float = 1.0, scale_y: float = 1.0, shear: float = 0.0) -> np.ndarray:
     """3x3 map from reference (slice-0) coordinates ``(x=col, y=row, 1)`` to the coordinates
-    of the same material point in the observed slice: ``q = R(theta) (p - ctr) + ctr + d``
-    with ``ctr = ((W-1)/2, (H-1)/2)`` and ``R = [[cos, -sin], [sin, cos]]``."""
+    of the same material point in the observed slice: ``q = R(theta) K (p - ctr) + ctr + d``
+    with ``ctr = ((W-1)/2, (H-1)/2)``, ``R = [[cos, -sin], [sin, cos]]`` and
+    ``K = [[scale_x, shear * scale_y], [0, scale_y]]`` (scale per axis, then shear
+    ``x += shear * y``; ``K = I`` by default)."""
     h, w = shape
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    if scale_x != 1.0 or scale_y != 1.0 or shear != 0.0:
+        th = np.deg2rad(theta_deg)
+        rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        lin = rot @ np.array([[scale_x, shear * scale_y], [0.0, scale_y]])
+        ctr = np.array([cx, cy])
+        out = np.eye(3)
+        out[:2, :2] = lin
+        out[:2, 2] = ctr + np.array([dx, dy]) - lin @ ctr
+        return out
     th = np.deg2rad(theta_deg)
     c, s = np.cos(th), np.sin(th)
     if theta_deg == 0:
@@ -100,11 +145,23 @@ def motion_matrix(dx: float, dy: float, theta_deg: float, shape: tuple[int, int]
 
 
 def inverse_motion_matrix(dx: float, dy: float, theta_deg: float,
-                          shape: tuple[int, int]) -> np.ndarray:
+                          shape: tuple[int, int], scale_x: float = 1.0, scale_y: float = 1.0,
+                          shear: float = 0.0) -> np.ndarray:
     """Inverse of :func:`motion_matrix` in closed form: observed ``(col, row, 1)`` to
-    reference coordinates, ``p = R(-theta) (q - ctr - d) + ctr`` (exact for theta = 0)."""
+    reference coordinates, ``p = K^-1 R(-theta) (q - ctr - d) + ctr`` (exact for theta = 0
+    and ``K = I``)."""
     h, w = shape
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    if scale_x != 1.0 or scale_y != 1.0 or shear != 0.0:
+        th = np.deg2rad(theta_deg)
+        rot_t = np.array([[np.cos(th), np.sin(th)], [-np.sin(th), np.cos(th)]])
+        k_inv = np.array([[1.0 / scale_x, -shear / scale_x], [0.0, 1.0 / scale_y]])
+        lin = k_inv @ rot_t
+        ctr = np.array([cx, cy])
+        out = np.eye(3)
+        out[:2, :2] = lin
+        out[:2, 2] = ctr - lin @ (ctr + np.array([dx, dy]))
+        return out
     th = np.deg2rad(theta_deg)
     c, s = np.cos(th), np.sin(th)
     if theta_deg == 0:

@@ -21,7 +21,8 @@ for uint8, 65535 for uint16). Image-returning methods return float32 in full-sca
 
 **Defects, in physical order** (each can be switched off in :class:`SynthSpec`):
 
-1. non-uniform z steps; 2. drift/jitter/rotation: ``observed_k[q] = C(M_k^-1 q, z_k)``,
+1. non-uniform z steps; 2. drift/jitter/rotation (and optionally per-axis scale and
+   shear: ``scale_max``, ``shear_max``, off by default): ``observed_k[q] = C(M_k^-1 q, z_k)``,
    where ``M_k`` (:meth:`SyntheticStack.matrix`) maps reference coordinates
    ``(x=col, y=row, 1)`` to the coordinates of the same material point in observed slice
    ``k`` -- i.e. the inverse map that ``skimage.transform.warp(observed_k, M_k)`` needs to
@@ -47,7 +48,11 @@ __all__ = ["SynthSpec", "SyntheticStack", "from_truth", "make_stack"]
 
 TRUTH_FORMAT = "stack3d.synth"
 TRUTH_VERSION = 1
-_TAG = {"z": 1, "motion": 2, "gains": 3, "waves": 4, "spheres": 5, "curtains": 6, "noise": 7}
+_TAG = {"z": 1, "motion": 2, "gains": 3, "waves": 4, "spheres": 5, "curtains": 6, "noise": 7,
+        "scale": 8, "shear": 9}
+_AFFINE_SPEC = ("scale_max", "shear_max")
+"""Optional spec fields left out of the truth JSON at their default (0), so that stacks
+without them keep their truth byte for byte (and older truth files still load)."""
 _DTYPES = {"uint8": 255, "uint16": 65535}
 
 
@@ -76,6 +81,11 @@ class SynthSpec:
                           validator=_nonneg)
     rotation_deg_max: float = _f("max |rotation| about the image centre (smooth in k)", "deg",
                                  0.0, validator=_nonneg)
+    scale_max: float = _f("max |scale - 1| per axis about the image centre (independent smooth "
+                          "curves in k for x and y; 0: off)", "fraction", 0.0,
+                          validator=[_nonneg, attrs.validators.lt(0.5)])
+    shear_max: float = _f("max |shear| (x += shear * y about the image centre, smooth in k; 0: off)",
+                          "-", 0.0, validator=[_nonneg, attrs.validators.lt(0.5)])
     gains: bool = _f("apply gain/offset jumps", "-", True)
     background: bool = _f("add the polynomial background", "-", True)
     stripes: bool = _f("add curtains (vertical stripes)", "-", True)
@@ -164,6 +174,12 @@ CONVENTIONS = {
                " view of the stack (reference px box in content.sphere_box).",
 }
 
+AFFINE_CONVENTION = (
+    "present only when spec.scale_max or spec.shear_max is set: slices.scale_x/scale_y/shear[k] give"
+    " K_k = [[scale_x, shear * scale_y], [0, scale_y]] and the matrix becomes q = R(theta) K (p - ctr)"
+    " + ctr + (dx_k, dy_k) (scale per axis, then shear x += shear * y, then rotation, all about"
+    " ctr); without these keys K = I.")
+
 
 class SyntheticStack:
     """A synthetic stack built from a :class:`SynthSpec`; holds only small tables and
@@ -184,7 +200,12 @@ class SyntheticStack:
         self._dx = np.asarray(sl["dx_px"], dtype=np.float64)
         self._dy = np.asarray(sl["dy_px"], dtype=np.float64)
         self._theta = np.asarray(sl["theta_deg"], dtype=np.float64)
-        if not all(len(a) == n for a in (self.z_um, self._dx, self._dy, self._theta)):
+        self._affine = any(k in sl for k in ("scale_x", "scale_y", "shear"))
+        self._sx = np.asarray(sl.get("scale_x", np.ones(n)), dtype=np.float64)
+        self._sy = np.asarray(sl.get("scale_y", np.ones(n)), dtype=np.float64)
+        self._shear = np.asarray(sl.get("shear", np.zeros(n)), dtype=np.float64)
+        if not all(len(a) == n for a in (self.z_um, self._dx, self._dy, self._theta, self._sx, self._sy,
+                                         self._shear)):
             raise ValueError("per-slice tables do not match n_slices")
         self._segments = [list(s) for s in tables["gain_segments"]]
         self._gain, self._offset = _d.gain_tables(n, self._segments if spec.gains else [])
@@ -204,15 +225,23 @@ class SyntheticStack:
     def _build_truth(self, tables: dict[str, Any]) -> dict[str, Any]:
         spec = self.spec
         mats = [self.matrix(k).tolist() for k in range(spec.n_slices)]
+        spec_dict = attrs.asdict(spec)
+        conventions = dict(CONVENTIONS)
+        slices = {"z_um": self.z_um.tolist(), "dx_px": self._dx.tolist(), "dy_px": self._dy.tolist(),
+                  "theta_deg": self._theta.tolist()}
+        if self._affine:
+            conventions["affine"] = AFFINE_CONVENTION
+            slices.update(scale_x=self._sx.tolist(), scale_y=self._sy.tolist(), shear=self._shear.tolist())
+        for key in _AFFINE_SPEC:
+            if spec_dict[key] == 0:
+                del spec_dict[key]
         return {
             "format": TRUTH_FORMAT, "version": TRUTH_VERSION,
-            "conventions": dict(CONVENTIONS),
-            "spec": attrs.asdict(spec),
+            "conventions": conventions,
+            "spec": spec_dict,
             "full_scale": self.full_scale, "shape": list(self.shape),
             "names": list(self.names),
-            "slices": {"z_um": self.z_um.tolist(), "dx_px": self._dx.tolist(),
-                       "dy_px": self._dy.tolist(), "theta_deg": self._theta.tolist(),
-                       "gain": self._gain.tolist(), "offset": self._offset.tolist(),
+            "slices": {**slices, "gain": self._gain.tolist(), "offset": self._offset.tolist(),
                        "matrix": mats},
             "gain_segments": self._segments,
             "background": {"enabled": spec.background,
@@ -234,13 +263,24 @@ class SyntheticStack:
         """Rotation of slice ``k`` about the image centre, degrees."""
         return float(self._theta[k])
 
+    def scale_shear(self, k: int) -> tuple[float, float, float]:
+        """``(scale_x, scale_y, shear)`` of slice ``k`` (``(1, 1, 0)`` unless ``scale_max`` or
+        ``shear_max`` is set)."""
+        return float(self._sx[k]), float(self._sy[k]), float(self._shear[k])
+
     def matrix(self, k: int) -> np.ndarray:
         """3x3 ``M_k``: reference (slice-0) ``(x=col, y=row, 1)`` -> coordinates of the same
         material in observed slice ``k`` (inverse map for ``skimage.transform.warp``)."""
+        if self._affine:
+            return _d.motion_matrix(self._dx[k], self._dy[k], self._theta[k], self.shape,
+                                    self._sx[k], self._sy[k], self._shear[k])
         return _d.motion_matrix(self._dx[k], self._dy[k], self._theta[k], self.shape)
 
     def sampling_matrix(self, k: int) -> np.ndarray:
         """``M_k^-1``: observed ``(col, row, 1)`` of slice ``k`` -> reference coordinates."""
+        if self._affine:
+            return _d.inverse_motion_matrix(self._dx[k], self._dy[k], self._theta[k], self.shape,
+                                            self._sx[k], self._sy[k], self._shear[k])
         return _d.inverse_motion_matrix(self._dx[k], self._dy[k], self._theta[k], self.shape)
 
     def gain_offset(self, k: int) -> tuple[float, float]:
@@ -352,8 +392,11 @@ def _sphere_box(spec: SynthSpec, motion: dict[str, list[float]],
     """Reference-frame box (px) seen by any slice, widened by a 16 px margin."""
     h, w = spec.shape
     corners = np.array([[0, w - 1, 0, w - 1], [0, 0, h - 1, h - 1], [1, 1, 1, 1]], float)
-    pts = [_d.inverse_motion_matrix(dx, dy, th, (h, w))[:2] @ corners
-           for dx, dy, th in zip(motion["dx_px"], motion["dy_px"], motion["theta_deg"])]
+    n = len(motion["dx_px"])
+    sx, sy, sh = (motion.get(key, [default] * n) for key, default in
+                  (("scale_x", 1.0), ("scale_y", 1.0), ("shear", 0.0)))
+    pts = [_d.inverse_motion_matrix(dx, dy, th, (h, w), *affine)[:2] @ corners
+           for dx, dy, th, *affine in zip(motion["dx_px"], motion["dy_px"], motion["theta_deg"], sx, sy, sh)]
     xy = np.concatenate(pts, axis=1)
     m = 16.0 + spec.edge_px
     z = np.asarray(z_um) / spec.pixel_size_um
@@ -380,6 +423,8 @@ def make_stack(spec: SynthSpec | None = None, **overrides: Any) -> SyntheticStac
                          spec.z_double_prob, _d.z_decimals(spec.name_pattern))
     motion = _d.generate_motion(rng("motion"), n, spec.drift_px_per_slice, spec.jitter_px,
                                 spec.rotation_deg_max)
+    if spec.scale_max > 0 or spec.shear_max > 0:
+        motion.update(_d.generate_affine(rng("scale"), rng("shear"), n, spec.scale_max, spec.shear_max))
     segments = _d.generate_gain_segments(rng("gains"), n, spec.n_gain_segments)
     waves = generate_waves(rng("waves"), spec.n_waves, spec.wavelength_px)
     box = _sphere_box(spec, motion, z_um)
@@ -416,7 +461,8 @@ def from_truth(truth: dict[str, Any]) -> SyntheticStack:
         raise ValueError(f"not a {TRUTH_FORMAT} v{TRUTH_VERSION} truth dict")
     spec = _spec_from_dict(truth["spec"])
     sl = truth["slices"]
-    tables = {"slices": {k: sl[k] for k in ("z_um", "dx_px", "dy_px", "theta_deg")},
+    tables = {"slices": {k: sl[k] for k in ("z_um", "dx_px", "dy_px", "theta_deg", "scale_x", "scale_y", "shear")
+                         if k in sl},
               "gain_segments": truth["gain_segments"], "content": truth["content"],
               "curtains": truth["curtains"]}
     return SyntheticStack(spec, tables)
