@@ -117,3 +117,29 @@ def test_scaffold_refuses_bad_names_and_existing_folders(tmp_path: Path) -> None
     scaffold(tmp_path, "twice")
     with pytest.raises(Stack3dError, match="exists"):
         scaffold(tmp_path, "twice")
+
+
+def test_contrib_plugins_run_from_a_params_toml(plugin_env: PluginEnv, tmp_path: Path) -> None:
+    """Both contrib plugins installed: a project's params.toml uses their steps through the CLI."""
+    names = {p.name: p for p in CONTRIB}
+    if not {"stack3d-sift", "stack3d-quality"} <= set(names):
+        pytest.skip("plugins_contrib/stack3d-sift and stack3d-quality are needed")
+    project = tmp_path / "p"
+    proc = plugin_env.run("-m", "stack3d_core", "synth", str(project), "--slices", "6", "--shape", "96", "128")
+    assert proc.returncode == 0, proc.stderr
+    (project / "params.toml").write_text(
+        'channels = ["."]\nprocess_steps = ["sift_registration", "quality"]\n\n'
+        '[sift_registration]\nmodel = "shift"\n\n[quality]\nmetrics = ["ncc", "nsad"]\n'
+        'follow = ["sift_registration"]\n')
+    plugin_env.install(names["stack3d-sift"], names["stack3d-quality"])
+    try:
+        proc = plugin_env.run("-m", "stack3d_core", "run", str(project), "-q")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert len(list((project / "process" / "sift_registration").glob("*.tif"))) == 6
+        assert (project / "process" / "sift_registration" / "outputs" / "tmats_cumul.npy").exists()
+        assert list((project / "process" / "quality" / "outputs").glob("quality*.csv"))
+        assert list((project / "process" / "sift_registration" / "outputs").glob("quality_sift_registration*.csv"))
+    finally:
+        plugin_env.uninstall("stack3d-sift", "stack3d-quality")
+    proc = plugin_env.run("-m", "stack3d_core", "validate", str(project))
+    assert proc.returncode == 1 and "unknown step 'sift_registration'" in proc.stderr
