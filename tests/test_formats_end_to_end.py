@@ -119,3 +119,36 @@ def test_info_of_a_synthetic_project(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "pixel size: x 0.01, y 0.01" in out
     truth = json.loads((tmp_path / "s/ground_truth/truth.json").read_text())
     assert f"{truth['slices']['z_um'][-1]:.4f}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["serial", "dask"])
+def test_ome_zarr_as_the_intermediate_store(tmp_path: Path, executor: str) -> None:
+    """[engine] intermediate = "ome_zarr": process/<step>/<channel> are OME-Zarr images (one chunk
+    per slice, written concurrently by the workers), with the same pixels as TIFF folders."""
+    import zarr
+
+    finals = {}
+    for intermediate in ("tiff_folder", "ome_zarr"):
+        folder = tmp_path / intermediate
+        for ch, offset in (("SE2", 0), ("ESB", 7)):
+            write_slices(folder / ch, make_stack(n=5, rows=40, cols=56, dtype="uint16") + offset)
+        host = PluginHost()
+        data = {"channels": ["SE2", "ESB"], "process_steps": ["cropping", "intensity_rescaling", "cropping_final"],
+                "cropping": {"area": [2, 50, 2, 36]}, "cropping_final": {"area": [0, 30, 0, 20]},
+                "intensity_rescaling": {"filter_size": -1}, "engine": {"intermediate": intermediate}}
+        run(parse_config(data, host, project_dir=folder), host=host, executor=executor, workers=2)
+        reader = host.readers.get(intermediate)(folder / "process" / "cropping_final")
+        finals[intermediate] = np.stack([reader.read("ESB", k) for k in range(reader.meta("ESB").n)])
+        if intermediate == "ome_zarr":
+            group = zarr.open_group(folder / "process" / "intensity_rescaling" / "SE2", mode="r")
+            assert group["s0"].shape == (5, 34, 48) and group["s0"].chunks == (1, 34, 48)
+            assert (folder / "process" / "intensity_rescaling" / "SE2" / "outputs" / "stats.npy").exists()
+    np.testing.assert_array_equal(finals["ome_zarr"], finals["tiff_folder"])
+
+
+def test_intermediate_must_read_and_write(tmp_path: Path) -> None:
+    from stack3d_core import ConfigError
+
+    with pytest.raises(ConfigError, match="engine.intermediate"):
+        parse_config({"engine": {"intermediate": "dat_folder"}}, PluginHost(), project_dir=tmp_path)

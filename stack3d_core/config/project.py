@@ -66,6 +66,11 @@ class EngineConfig:
     device: Literal["auto", "cpu", "gpu"] = attrs.field(
         default="auto", metadata={"doc": "compute device for steps that support a GPU"},
     )
+    intermediate: str = attrs.field(
+        default="tiff_folder",
+        metadata={"doc": "format of the process/<step> images: tiff_folder (PyStack3D's layout) or any "
+                  "format installed as both a reader and a writer, e.g. ome_zarr (one chunk per slice)"},
+    )
 
     def validate(self) -> list[str]:
         if self.scheduler is not None and self.executor not in (None, "dask"):
@@ -233,6 +238,10 @@ def parse_config(
 
     engine, found = structure_table(EngineConfig, data.get("engine", {}), "engine")
     issues.extend(found)
+    if engine is not None and not (engine.intermediate in host.readers and engine.intermediate in host.writers):
+        both = sorted(set(host.readers.names()) & set(host.writers.names()))
+        issues.append(ConfigIssue("engine.intermediate", f"{engine.intermediate!r} is not installed as both a "
+                                  f"reader and a writer{suggest(engine.intermediate, both)}; choose one of {both}"))
     input_cfg, found = _io_table(data.get("input", {}), "input", host, base)
     issues.extend(found)
     output_cfg, found = _io_table(data.get("output", {}), "output", host, base)

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["INTERMEDIATE_FORMAT", "RunResult", "run_pipeline"]
 
 INTERMEDIATE_FORMAT = "tiff_folder"
-"""Reader and writer of the ``process/<step>/<channel>`` folders."""
+"""Default reader and writer of the ``process/<step>/<channel>`` images (``[engine] intermediate``)."""
 
 log = logging.getLogger("stack3d")
 
@@ -261,7 +261,7 @@ def _reader_for(input_dir: Path | None, root: StackReader, config: ProjectConfig
     if not input_dir.is_dir():
         raise Stack3dError(f"the history says '{input_dir.name}' was done, but {input_dir} does not exist; "
                            "run that step again (--redo) or fix the history")
-    return SavedMetaReader(host.readers.get(INTERMEDIATE_FORMAT)(input_dir), input_dir)
+    return SavedMetaReader(host.readers.get(config.engine.intermediate)(input_dir), input_dir)
 
 
 class _ChannelView(StackReader):
@@ -300,7 +300,7 @@ def _run_one_step(
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     channels = config.channels[:1] if step.channels == "first" else config.channels
-    writer_cls = host.writers.get(INTERMEDIATE_FORMAT)
+    writer_cls = host.writers.get(config.engine.intermediate)
     warnings: list[str] = []
     shared: dict[str, Any] = {}  # state_from = "first": the first channel's state
     try:
@@ -334,7 +334,7 @@ def _run_one_step(
                     shared.setdefault("state", outcome.state)
                 if outcome.stats is not None:
                     _merge_into(images_tmp, image_dir)
-                    ctx.output_reader = _ChannelView(host.readers.get(INTERMEDIATE_FORMAT)(image_dir), channel)
+                    ctx.output_reader = _ChannelView(host.readers.get(config.engine.intermediate)(image_dir), channel)
                     np.save(outputs_dir / "stats.npy", outcome.stats)
                     write_atomic(outputs_dir / META_FILE, meta_to_json(outcome.meta))
                     if outcome.nan_zeroed:
