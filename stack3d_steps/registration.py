@@ -1,7 +1,8 @@
 """``registration_calculation`` and ``registration_transformation``: align the slices.
 
 ``registration_calculation`` (PAIRWISE, first channel only, writes no image) registers
-slices with pystackreg and writes ``process/registration_calculation/tmats.npy``,
+slices with pystackreg (or, for translations, by phase correlation: ``algorithm``,
+:mod:`._registration_phasecorr`) and writes ``process/registration_calculation/tmats.npy``,
 ``(n, p*q, 3, 3)`` pair matrices in PyStack3D's convention: inverse maps acting on
 ``(x = column, y = row, 1)``, origin at the centre of the top-left pixel of the full
 image, ``tmats[k]`` mapping slice ``k-1`` coordinates to slice ``k`` coordinates
@@ -50,6 +51,7 @@ __all__ = ["STEPS", "RegistrationCalculation", "RegistrationCalculationParams", 
            "RegistrationTransformationParams", "TransformState"]
 
 CALCULATION = "registration_calculation"
+ALGORITHMS = ("pystackreg", "phase_correlation")
 META_FILE = "registration.json"
 
 
@@ -75,8 +77,8 @@ def _offsets_ok(_: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> N
 
 @attrs.frozen(kw_only=True)
 class RegistrationCalculationParams:
-    """Parameters of ``registration_calculation`` (PyStack3D's keys, plus ``method`` and
-    ``pair_offsets``)."""
+    """Parameters of ``registration_calculation`` (PyStack3D's keys, plus ``method``,
+    ``pair_offsets``, ``algorithm`` and ``upsample_factor``)."""
 
     area: tuple[int, int, int, int] | None = attrs.field(default=None, validator=_area_ok, metadata={
         "doc": "[xmin, xmax, ymin, ymax] sub-image used to compute the matrices (bottom-left origin, "
@@ -98,6 +100,27 @@ class RegistrationCalculationParams:
     pair_offsets: tuple[int, ...] = attrs.field(default=(1, 2, 4), validator=_offsets_ok, metadata={
         "doc": "slice distances of the pairs registered by method = 'global' (must include 1); "
                "ignored by 'chain'", "unit": "slices"})
+    algorithm: Literal["pystackreg", "phase_correlation"] = attrs.field(
+        default="pystackreg", validator=attrs.validators.in_(ALGORITHMS), metadata={
+            "doc": "how a pair is registered: 'pystackreg' (TurboReg, PyStack3D's) or 'phase_correlation' "
+                   "(FFT, subpixel refinement; TRANSLATION only; stack3d extension)", "unit": "-"})
+    upsample_factor: int = attrs.field(default=1000, validator=[attrs.validators.ge(1), attrs.validators.le(100000)],
+                                       metadata={
+        "doc": "algorithm = 'phase_correlation': the shifts are found on a grid of 1/upsample_factor px; "
+               "ignored by pystackreg", "unit": "1/px"})
+
+    def validate(self) -> list[str]:
+        """Cross-field check: phase correlation measures translations only."""
+        if self.algorithm == "phase_correlation" and self.transformation != "TRANSLATION":
+            return [f"algorithm = 'phase_correlation' registers translations only: it needs transformation = "
+                    f"'TRANSLATION' (got {self.transformation!r}); use algorithm = 'pystackreg' for "
+                    f"{self.transformation}"]
+        return []
+
+    def __attrs_post_init__(self) -> None:
+        problems = self.validate()
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def blocks(self) -> tuple[int, int]:
@@ -128,10 +151,11 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 class RegistrationCalculation(Step):
-    """Registration matrices of the first channel (pystackreg), saved as ``tmats.npy``."""
+    """Registration matrices of the first channel (pystackreg or phase correlation), saved as
+    ``tmats.npy``."""
 
     name = CALCULATION
-    description = "registration matrices with pystackreg (chain or global solve) -> tmats.npy"
+    description = "registration matrices with pystackreg or phase correlation (chain or global solve) -> tmats.npy"
     Params = RegistrationCalculationParams
     kind = StepKind.PAIRWISE
     channels = "first"
@@ -152,8 +176,13 @@ class RegistrationCalculation(Step):
         return blocks, warnings
 
     def measure_pair(self, previous: np.ndarray, current: np.ndarray, index: int) -> np.ndarray:
+        p = self.params
         blocks, _ = self._blocks(previous.shape)
-        return register_pair(previous, current, self.params.transformation, blocks, self.params.threshold)
+        if p.algorithm == "phase_correlation":
+            from ._registration_phasecorr import register_pair_phasecorr
+
+            return register_pair_phasecorr(previous, current, blocks, p.threshold, p.upsample_factor)
+        return register_pair(previous, current, p.transformation, blocks, p.threshold)
 
     def combine(self, ctx: StepContext, measures: Sequence[Any] | Mapping[tuple[int, int], Any]) -> CalculationResult:
         p = self.params
@@ -192,7 +221,7 @@ class RegistrationCalculation(Step):
         save_array(ctx.image_dir / "tmats.npy", result.pairwise)
         write_text(ctx.outputs_dir / META_FILE, json.dumps({
             "shape": list(ctx.meta.shape), "n": n, "nb_blocks": list(p.blocks), "transformation": p.transformation,
-            "method": p.method, "pair_offsets": list(self.pair_offsets),
+            "algorithm": p.algorithm, "method": p.method, "pair_offsets": list(self.pair_offsets),
             "blocks": [list(b) for b in blocks], "convention": "inverse maps on (x=col, y=row, 1), origin top-left "
             "pixel; tmats[k] maps slice k-1 to slice k; cumulative T_k = tmats[k] @ T_(k-1)"}, indent=1))
         write_text(ctx.outputs_dir / "log.txt", self._log(ctx, result))
@@ -203,12 +232,18 @@ class RegistrationCalculation(Step):
         lines = [f"Shape (slices, rows, columns): ({ctx.meta.n}, {ctx.meta.shape[0]}, {ctx.meta.shape[1]})",
                  f"Area [xmin, xmax, ymin, ymax] (bottom-left origin): {list(p.area) if p.area else None}",
                  f"Blocks {list(p.blocks)}, array regions [imin, imax, jmin, jmax]: {[list(b) for b in result.blocks]}",
-                 f"Transformation: {p.transformation}; method: {p.method}; pair offsets: {list(self.pair_offsets)}"]
+                 f"Transformation: {p.transformation}; algorithm: {self._algorithm_text()}; method: {p.method}; "
+                 f"pair offsets: {list(self.pair_offsets)}"]
         if result.sigmas is not None and result.weights is not None:
             for d, s in sorted(result.sigmas.items()):
                 lines.append(f"offset {d}: estimated pair noise {np.round(s, 4).tolist()} px")
             lines.append(f"pairs down-weighted below 0.5: {int((result.weights.min(axis=1) < 0.5).sum())}")
         return "\n".join(lines) + "\n"
+
+    def _algorithm_text(self) -> str:
+        p = self.params
+        return f"phase_correlation (upsample_factor {p.upsample_factor})" if p.algorithm == "phase_correlation" \
+            else p.algorithm
 
     def finish(self, ctx: StepContext, state: CalculationResult, stats: np.ndarray) -> None:
         from ._registration_plots import plot_residuals, plot_transforms
