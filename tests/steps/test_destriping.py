@@ -1,6 +1,10 @@
 """destriping: accuracy on synthetic stripes (VSNR and wavelet–Fourier), numpy.fft left
 alone, explicit backend choice, strict filter tables, shapes, a run on local processes.
 
+VSNR runs stack3d's implementation by default on the CPU (``backend = "auto"``); the
+accuracy and numpy.fft tests also run ``backend = "pyvsnr"``, with the same thresholds
+(the two agree within one gray level: tests/steps/test_vsnr_fast.py).
+
 Stripe energy (the accuracy criterion): with ``r = output - clean`` and ``s`` the exact
 stripe image the generator added (``stack.stripes(k)``), the stripe energy left in a slice
 is ``<r, s>² / <s, s>`` (the energy of ``r`` projected on ``s``); the reduction is
@@ -57,8 +61,9 @@ def test_contract() -> None:
 
 @pytest.mark.parametrize("params", [
     DestripingParams(filters=(GABOR,), maxit=50),
+    DestripingParams(filters=(GABOR,), maxit=50, backend="pyvsnr"),
     DestripingParams(wavelet_decomposition=WaveletDecomposition(wavelet="coif3", level=4, sigma=1.0)),
-], ids=["vsnr", "wavelet"])
+], ids=["vsnr", "vsnr-pyvsnr", "wavelet"])
 def test_stripes_removed_without_losing_correlation(tmp_path: Path, params: DestripingParams) -> None:
     stack = striped_stack()
     volume = stack.volume()
@@ -71,9 +76,10 @@ def test_stripes_removed_without_losing_correlation(tmp_path: Path, params: Dest
     assert stats.shape == (len(stack), 3, 3)
 
 
-def test_numpy_fft_is_numpys_own_after_vsnr(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["auto", "pyvsnr"])
+def test_numpy_fft_is_numpys_own_after_vsnr(tmp_path: Path, backend: str) -> None:
     own = sys.modules["numpy.fft"]
-    run_step_on_arrays(Destriping(DestripingParams(filters=(GABOR,), maxit=3)),
+    run_step_on_arrays(Destriping(DestripingParams(filters=(GABOR,), maxit=3, backend=backend)),
                        striped_stack(n=1, shape=(32, 48)).volume(), workdir=tmp_path)
     assert np.fft is own and np.fft.__name__ == "numpy.fft"
     assert algos.numpy_fft_is_pristine()
@@ -149,6 +155,8 @@ def config_issues(table: dict) -> list[str]:
     ({"maxit": 0}, "destriping.maxit"),
     ({"cvg_threshold": -1.0}, "destriping.cvg_threshold"),
     ({"device": "tpu"}, "destriping.device"),
+    ({"backend": "fast"}, "destriping.backend"),
+    ({"backend": "stack3d", "device": "gpu"}, "backend = 'stack3d' runs on the CPU"),
     ({"wavelet_decomposition": {"wavelet": "coif99"}}, "wavelet_decomposition.wavelet"),
     ({"wavelet_decomposition": {"level": 0}}, "destriping.wavelet_decomposition"),
     ({"wavelet_decomposition": {"sigma": 0}}, "destriping.wavelet_decomposition"),
