@@ -122,6 +122,16 @@ def check_slice(path: Path, meta: StackMeta, index: int, image: np.ndarray) -> n
     return image
 
 
+def start_writer(writer: Any) -> None:
+    """The common start of a writer's ``__init__``: absolute ``path``, validated options
+    and checked metadata, each failure a ``ValueError`` naming the path."""
+    writer.path = Path(os.path.abspath(writer.path))
+    issues = writer.options.validate()
+    if issues:
+        raise ValueError(f"{writer.path}: " + "; ".join(issues))
+    check_meta(writer.path, writer.meta, writer.names)
+
+
 def check_meta(path: Path, meta: StackMeta, names: Sequence[str]) -> None:
     """Refuse an empty stack or a names list of the wrong length (ValueError)."""
     if meta.n < 1:

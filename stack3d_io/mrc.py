@@ -48,7 +48,7 @@ from ._mrcutil import (
     storage_for,
 )
 from ._tiffutil import as_triple, pixel_size_issues, to_native
-from ._writeutil import check_meta, check_slice, default_names, publish, require, staging_dir, to_um, um_to
+from ._writeutil import check_slice, default_names, publish, require, staging_dir, start_writer, to_um, um_to
 
 __all__ = ["MrcReader", "MrcWriter"]
 
@@ -250,11 +250,7 @@ class MrcWriter(StackWriter):
         options: Any = None,
     ) -> None:
         super().__init__(path, meta, names, options)
-        self.path = Path(os.path.abspath(self.path))
-        issues = self.options.validate()
-        if issues:
-            raise ValueError(f"{self.path}: " + "; ".join(issues))
-        check_meta(self.path, meta, self.names)
+        start_writer(self)
         try:
             self.mode, self.stored_dtype, self.label_dtype = storage_for(meta.dtype, self.options.dtype_policy)
         except ValueError as exc:

@@ -42,7 +42,7 @@ import numpy as np
 from stack3d_core.stackio import StackMeta, StackWriter
 
 from ._tiffutil import PRIVATE_TAG_MIN, TIFF_SUFFIXES, can_encode, compression_code, to_native
-from ._writeutil import check_meta, check_slice, publish, staging_dir, to_um
+from ._writeutil import check_slice, publish, staging_dir, start_writer, to_um
 
 __all__ = ["MultipageTiffWriter"]
 
@@ -126,11 +126,7 @@ class MultipageTiffWriter(StackWriter):
         options: Any = None,
     ) -> None:
         super().__init__(path, meta, names, options)
-        self.path = Path(os.path.abspath(self.path))
-        issues = self.options.validate()
-        if issues:
-            raise ValueError(f"{self.path}: " + "; ".join(issues))
-        check_meta(self.path, meta, self.names)
+        start_writer(self)
         self.staging = staging_dir(self.path)
         if self.staging.exists():
             shutil.rmtree(self.staging)

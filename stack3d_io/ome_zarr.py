@@ -48,7 +48,7 @@ from ._omezarr_meta import (
     read_group_attributes,
 )
 from ._tiffutil import as_triple, pixel_size_issues, to_native
-from ._writeutil import check_meta, check_slice, default_names, jsonable, publish, require, staging_dir, to_um
+from ._writeutil import check_slice, default_names, jsonable, publish, require, staging_dir, start_writer, to_um
 
 __all__ = ["OmeZarrReader", "OmeZarrWriter"]
 
@@ -317,11 +317,7 @@ class OmeZarrWriter(StackWriter):
         options: Any = None,
     ) -> None:
         super().__init__(path, meta, names, options)
-        self.path = Path(os.path.abspath(self.path))
-        issues = self.options.validate()
-        if issues:
-            raise ValueError(f"{self.path}: " + "; ".join(issues))
-        check_meta(self.path, meta, self.names)
+        start_writer(self)
         rows, cols = meta.shape
         if self.options.compression == "blosc" and rows * cols * np.dtype(meta.dtype).itemsize > _BLOSC_MAX:
             raise ValueError(f"{self.path}: a slice exceeds blosc's 2 GiB block limit; use compression = 'zstd'")
