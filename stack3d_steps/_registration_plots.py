@@ -13,31 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ._figures import new_figure, save_figure
 from ._registration_matrices import decompose
 
 __all__ = ["plot_area", "plot_residuals", "plot_transforms"]
 
-DPI = 110
-
-
-def _pyplot():  # noqa: ANN202 - the matplotlib.pyplot module
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:  # noqa: ANN001 - a matplotlib figure
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    tmp.replace(path)
 
 
 def plot_transforms(mats: np.ndarray, transformation: str, title: str, path: Path) -> None:
     """Components of ``(n, nb, 3, 3)`` matrices over the slice index, saved to ``path``."""
-    plt = _pyplot()
     n, nb = mats.shape[:2]
     comps = np.array([[decompose(mats[k, b]) for b in range(nb)] for k in range(n)])  # (n, nb, 6)
     panels = [("translation (px)", [(0, 1.0, "x"), (1, -1.0, "y (up)")])]
@@ -48,7 +32,8 @@ def plot_transforms(mats: np.ndarray, transformation: str, title: str, path: Pat
         panels.append(("angle (deg)", rot))
     if transformation in ("SCALED_ROTATION", "AFFINE"):
         panels.append(("scale - 1", [(3, 1.0, "x"), (4, 1.0, "y")]))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels) + 0.6), sharex=True, squeeze=False)
+    fig, axes = new_figure(len(panels), 1, figsize=(8, 2.6 * len(panels) + 0.6), sharex=True, squeeze=False,
+                           margins={"top": 0.88 if len(panels) > 1 else 0.82, "bottom": 0.15 if len(panels) == 1 else 0.1})
     k = np.arange(n)
     for ax, (label, series) in zip(axes[:, 0], panels, strict=True):
         for b in range(nb):
@@ -65,17 +50,14 @@ def plot_transforms(mats: np.ndarray, transformation: str, title: str, path: Pat
             ax.legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("slice index")
     fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_residuals(pairs: np.ndarray, residuals: np.ndarray, weights: np.ndarray,
                    sigmas: dict[int, np.ndarray], path: Path) -> None:
     """Misfit of every measured pair after the global solution, by offset; pairs that the
     robust weights discounted (weight < 0.5) are circled."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = new_figure(figsize=(8, 3.6), margins={"bottom": 0.15, "top": 0.88})
     offsets = pairs[:, 1] - pairs[:, 0]
     res = residuals.max(axis=1) if residuals.size else residuals
     low = weights.min(axis=1) < 0.5 if weights.size else np.zeros(0, bool)
@@ -91,23 +73,20 @@ def plot_residuals(pairs: np.ndarray, residuals: np.ndarray, weights: np.ndarray
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("registration_calculation: pair misfits of the global solution")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_area(mask: np.ndarray, bounds: tuple[int, int, int, int], path: Path) -> None:
     """The pixels valid on every slice (white) and the crop kept (red); image orientation
     (row 0 at the top)."""
-    plt = _pyplot()
     imin, imax, jmin, jmax = bounds
     h, w = mask.shape
-    fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1) + 0.5))
+    from matplotlib.patches import Rectangle
+
+    fig, ax = new_figure(figsize=(6, 6 * h / max(w, 1) + 0.5), margins={"left": 0.12, "bottom": 0.1})
     ax.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.add_patch(plt.Rectangle((jmin - 0.5, imin - 0.5), jmax - jmin, imax - imin, lw=1.2, ec="r", fc="none"))
+    ax.add_patch(Rectangle((jmin - 0.5, imin - 0.5), jmax - jmin, imax - imin, lw=1.2, ec="r", fc="none"))
     ax.set_title(f"valid on every slice; crop rows {imin}:{imax}, columns {jmin}:{jmax}", fontsize=9)
     ax.set_xlabel("column")
     ax.set_ylabel("row")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -221,13 +221,10 @@ class Destriping(Step):
 def plot_destriping(before: np.ndarray, after: np.ndarray, path: Path, title: str) -> None:
     """Input, output and removed part (input − output) of one slice, and the column mean of
     the removed part (the stripe profile across x)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from ._figures import new_figure, save_figure
 
     removed = before.astype(np.float64) - after.astype(np.float64)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8), layout="constrained")
+    fig, axes = new_figure(2, 2, figsize=(10, 8), margins={"left": 0.05, "right": 0.97, "top": 0.92, "wspace": 0.2})
     lo, hi = np.percentile(before, (1, 99))
     for ax, img, label in ((axes[0, 0], before, "input"), (axes[0, 1], after, "output")):
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
@@ -243,10 +240,7 @@ def plot_destriping(before: np.ndarray, after: np.ndarray, path: Path, title: st
     axes[1, 1].set_ylabel("mean over rows of the removed part")
     axes[1, 1].set_title("stripe profile")
     fig.suptitle(title)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 STEPS: list[type[Step]] = [Destriping]
