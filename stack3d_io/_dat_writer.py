@@ -30,6 +30,7 @@ from stack3d_core.stackio import StackMeta, StackWriter
 from ._dat_fields import fields_for
 from ._dat_files import encode_payload, format_dat_name
 from ._dat_header import DETECTORS, HEADER_SIZE, VERSIONS, decode_header, encode_header, layout_of
+from ._writeutil import commit_folder
 
 __all__ = ["DEFAULT_FIELDS", "DatWriter", "DatWriterOptions", "dat_bytes", "write_dat"]
 
@@ -341,32 +342,7 @@ class DatWriter(StackWriter):
 
     def commit(self) -> None:
         """Publish the staged folder at :attr:`path` (see the class doc)."""
-        if not self.staging.is_dir():
-            raise RuntimeError(f"{self.path}: nothing staged (already committed or aborted?)")
-        missing = [f for f in self.files if not (self.staging / f).is_file()]
-        if missing:
-            raise RuntimeError(
-                f"{self.path}: {len(missing)} of {len(self.files)} slices were never written (first: {missing[0]})"
-            )
-        for leftover in self.staging.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)
-        old = self.path.parent / f".{self.path.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        had_old = self.path.exists()
-        if had_old:
-            os.replace(self.path, old)
-        os.replace(self.staging, self.path)
-        if had_old:
-            if old.is_dir():
-                for entry in old.iterdir():
-                    target = self.path / entry.name
-                    is_slice = entry.name.lower().endswith(".dat") and entry.is_file()
-                    if not is_slice and not target.exists() and not target.is_symlink():
-                        os.replace(entry, target)
-                shutil.rmtree(old)
-            else:
-                old.unlink()
+        commit_folder(self.staging, self.path, self.files, lambda name: name.lower().endswith(".dat"))
 
     def abort(self) -> None:
         """Remove the staging folder; :attr:`path` is left as it was."""

@@ -14,7 +14,7 @@ import importlib
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
@@ -165,12 +165,16 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def publish(staged: Path, path: Path) -> None:
+def publish(staged: Path, path: Path, carry: Callable[[Path], bool] | None = None) -> None:
     """Move the finished ``staged`` file or folder to ``path`` (same file system).
 
     An existing ``path`` (file or folder) is first renamed to ``.<name>.old`` and removed
     after the new result is in place; a file replacing a file is a single atomic
     :func:`os.replace`.
+
+    :param carry: for folders: entries of the old folder for which it is true are moved
+        into the new one when it has no entry of that name (e.g. an ``outputs/`` folder
+        next to the slices).
     """
     old = path.parent / f".{path.name}.old"
     if old.is_dir() and not old.is_symlink():
@@ -186,6 +190,29 @@ def publish(staged: Path, path: Path) -> None:
     os.replace(staged, path)
     if had_old:
         if old.is_dir() and not old.is_symlink():
+            if carry is not None and path.is_dir():
+                for entry in old.iterdir():
+                    target = path / entry.name
+                    if carry(entry) and not target.exists() and not target.is_symlink():
+                        os.replace(entry, target)
             shutil.rmtree(old)
         else:
             old.unlink()
+
+
+def commit_folder(staging: Path, path: Path, files: Sequence[str], is_slice: Callable[[str], bool]) -> None:
+    """Publish a staged folder of one file per slice at ``path``.
+
+    Refuses (RuntimeError) when the staging folder is gone or any of ``files`` was never
+    written; drops leftover ``*.tmp`` files; keeps the entries of an older ``path`` that are
+    not slices (``is_slice(name)`` false for files, e.g. an ``outputs/`` folder) and were not
+    written again.
+    """
+    if not staging.is_dir():
+        raise RuntimeError(f"{path}: nothing staged (already committed or aborted?)")
+    missing = [f for f in files if not (staging / f).is_file()]
+    if missing:
+        raise RuntimeError(f"{path}: {len(missing)} of {len(files)} slices were never written (first: {missing[0]})")
+    for leftover in staging.glob("*.tmp"):
+        leftover.unlink(missing_ok=True)
+    publish(staging, path, carry=lambda entry: not (entry.is_file() and is_slice(entry.name)))

@@ -52,6 +52,7 @@ from ._tiffutil import (
     to_native,
     write_tiff,
 )
+from ._writeutil import commit_folder
 from .sem_metadata import fibics_z_from_files, read_page_metadata, stack_fields
 
 __all__ = ["DEFAULT_Z_PATTERN", "TiffFolderReader", "TiffFolderWriter"]
@@ -419,33 +420,7 @@ class TiffFolderWriter(StackWriter):
 
     def commit(self) -> None:
         """Publish the staged folder at :attr:`path` (see the class doc)."""
-        if not self.staging.is_dir():
-            raise RuntimeError(f"{self.path}: nothing staged (already committed or aborted?)")
-        missing = [f for f in self.files if not (self.staging / f).is_file()]
-        if missing:
-            raise RuntimeError(
-                f"{self.path}: {len(missing)} of {len(self.files)} slices were never written "
-                f"(first: {missing[0]})"
-            )
-        for leftover in self.staging.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)
-        old = self.path.parent / f".{self.path.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        had_old = self.path.exists()
-        if had_old:
-            os.replace(self.path, old)
-        os.replace(self.staging, self.path)
-        if had_old:
-            if old.is_dir():
-                for entry in old.iterdir():
-                    slice_file = is_tiff_name(entry.name) and entry.is_file()
-                    target = self.path / entry.name
-                    if not slice_file and not target.exists() and not target.is_symlink():
-                        os.replace(entry, target)
-                shutil.rmtree(old)
-            else:
-                old.unlink()
+        commit_folder(self.staging, self.path, self.files, is_tiff_name)
 
     def abort(self) -> None:
         """Remove the staging folder; :attr:`path` is left as it was."""

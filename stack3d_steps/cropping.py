@@ -22,17 +22,20 @@ import numpy as np
 from stack3d_core import SliceJob, StackMeta, Step, StepContext, StepKind
 from stack3d_core.stepkit import write_text
 
-__all__ = ["STEPS", "Cropping", "CroppingFinal", "CroppingParams", "crop_indices"]
+__all__ = ["STEPS", "Cropping", "CroppingFinal", "CroppingParams", "check_area", "crop_indices"]
 
 
-def _area_ok(_: Any, attribute: attrs.Attribute, value: tuple[int, int, int, int] | None) -> None:
+def check_area(_: Any, attribute: attrs.Attribute, value: tuple[int, int, int, int] | None) -> None:
+    """attrs validator of an ``area = [xmin, xmax, ymin, ymax]`` field (any step that takes
+    PyStack3D's area): values >= 0, ``xmin < xmax`` and ``ymin < ymax``. Whether it lies on
+    the image is checked at run time (:func:`crop_indices`)."""
     if value is None:
         return
     xmin, xmax, ymin, ymax = value
     if min(value) < 0:
-        raise ValueError(f"area values must be >= 0 (got {list(value)})")
+        raise ValueError(f"{attribute.name} values must be >= 0 (got {list(value)})")
     if xmin >= xmax or ymin >= ymax:
-        raise ValueError(f"area must satisfy xmin < xmax and ymin < ymax (got {list(value)})")
+        raise ValueError(f"{attribute.name} must satisfy xmin < xmax and ymin < ymax (got {list(value)})")
 
 
 @attrs.frozen(kw_only=True)
@@ -41,7 +44,7 @@ class CroppingParams:
 
     area: tuple[int, int, int, int] | None = attrs.field(
         default=None,
-        validator=_area_ok,
+        validator=check_area,
         metadata={
             "doc": "[xmin, xmax, ymin, ymax] to keep; origin at the bottom-left corner, "
                    "x = column, y = row counted upward; None keeps the whole image",

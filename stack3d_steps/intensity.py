@@ -33,7 +33,7 @@ from stack3d_core import Step, StepContext, StepKind
 from stack3d_core.stepkit import save_array, write_text
 
 from . import _intensity_core as core
-from .cropping import crop_indices
+from .cropping import check_area, crop_indices
 
 __all__ = [
     "STEPS", "HistogramState", "IntensityRescaling", "IntensityRescalingArea",
@@ -58,16 +58,6 @@ def _range_ok(_: Any, attribute: attrs.Attribute, value: tuple[float, float] | N
     lo, hi = value
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo >= hi:
         raise ValueError(f"{attribute.name} must be [min, max] with min < max (got {list(value)})")
-
-
-def _area_ok(_: Any, attribute: attrs.Attribute, value: tuple[int, int, int, int] | None) -> None:
-    if value is None:
-        return
-    xmin, xmax, ymin, ymax = value
-    if min(value) < 0:
-        raise ValueError(f"area values must be >= 0 (got {list(value)})")
-    if xmin >= xmax or ymin >= ymax:
-        raise ValueError(f"area must satisfy xmin < xmax and ymin < ymax (got {list(value)})")
 
 
 @attrs.frozen(kw_only=True)
@@ -165,7 +155,7 @@ class IntensityRescaling(Step):
 class IntensityRescalingAreaParams:
     """Parameters of ``intensity_rescaling_area`` (PyStack3D's keys and defaults)."""
 
-    area: tuple[int, int, int, int] | None = attrs.field(default=None, validator=_area_ok, metadata={
+    area: tuple[int, int, int, int] | None = attrs.field(default=None, validator=check_area, metadata={
         "doc": "[xmin, xmax, ymin, ymax] of the region whose mean is levelled; origin at the "
                "bottom-left corner (x = column, y = row counted upward), as cropping; None: "
                "the whole slice. Clamped to the image with a warning",

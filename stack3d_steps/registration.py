@@ -45,7 +45,7 @@ from ._registration_matrices import (
     running_average_removal,
     subpixel_deadband,
 )
-from .cropping import crop_indices
+from .cropping import check_area, crop_indices
 
 __all__ = ["STEPS", "RegistrationCalculation", "RegistrationCalculationParams", "RegistrationTransformation",
            "RegistrationTransformationParams", "TransformState"]
@@ -53,16 +53,6 @@ __all__ = ["STEPS", "RegistrationCalculation", "RegistrationCalculationParams", 
 CALCULATION = "registration_calculation"
 ALGORITHMS = ("pystackreg", "phase_correlation")
 META_FILE = "registration.json"
-
-
-def _area_ok(_: Any, attribute: attrs.Attribute, value: tuple[int, int, int, int] | None) -> None:
-    if value is None:
-        return
-    xmin, xmax, ymin, ymax = value
-    if min(value) < 0:
-        raise ValueError(f"{attribute.name} values must be >= 0 (got {list(value)})")
-    if xmin >= xmax or ymin >= ymax:
-        raise ValueError(f"{attribute.name} must satisfy xmin < xmax and ymin < ymax (got {list(value)})")
 
 
 def _blocks_ok(_: Any, attribute: attrs.Attribute, value: tuple[int, int] | None) -> None:
@@ -80,7 +70,7 @@ class RegistrationCalculationParams:
     """Parameters of ``registration_calculation`` (PyStack3D's keys, plus ``method``,
     ``pair_offsets``, ``algorithm`` and ``upsample_factor``)."""
 
-    area: tuple[int, int, int, int] | None = attrs.field(default=None, validator=_area_ok, metadata={
+    area: tuple[int, int, int, int] | None = attrs.field(default=None, validator=check_area, metadata={
         "doc": "[xmin, xmax, ymin, ymax] sub-image used to compute the matrices (bottom-left origin, "
                "as cropping); clamped to the image with a warning; None: the whole slice", "unit": "px"})
     threshold: float | None = attrs.field(default=None, metadata={

@@ -25,6 +25,7 @@ import numpy as np
 
 from stack3d_core import Step, StepContext, StepKind
 from stack3d_core.stepkit import write_text
+from stack3d_steps.cropping import check_area
 
 from . import metrics as m
 from .evaluate import (
@@ -61,16 +62,6 @@ def _thresholds_ok(_: Any, __: attrs.Attribute, value: tuple[str, ...]) -> None:
         m.frc_threshold(spec, np.ones(1))  # raises ValueError naming the bad one
 
 
-def _area_ok(_: Any, __: attrs.Attribute, value: tuple[int, int, int, int] | None) -> None:
-    if value is None:
-        return
-    xmin, xmax, ymin, ymax = value
-    if min(value) < 0:
-        raise ValueError(f"area values must be >= 0 (got {list(value)})")
-    if xmin >= xmax or ymin >= ymax:
-        raise ValueError(f"area must satisfy xmin < xmax and ymin < ymax (got {list(value)})")
-
-
 def _follow_ok(_: Any, __: attrs.Attribute, value: tuple[str, ...]) -> None:
     bad = [v for v in value if not _NAME_RE.match(v)]
     if bad:
@@ -94,7 +85,7 @@ class QualityParams:
         "metrics to compute: pairwise nsad, ncc (with snr_ncc = ncc/(1-ncc)), nmi, frc; per slice snr "
         "(autocorrelation: snr_x, snr_y, snr_r) and noise (dark_offset, gain, noise_sigma, snr0, psnr); "
         "mean and std are always written"))
-    area: tuple[int, int, int, int] | None = attrs.field(default=None, validator=_area_ok, metadata=_doc(
+    area: tuple[int, int, int, int] | None = attrs.field(default=None, validator=check_area, metadata=_doc(
         "ROI [xmin, xmax, ymin, ymax] evaluated; origin at the bottom-left corner, x = column, y = row "
         "counted upward (as cropping); None: the whole slice", "px"))
     frc_bins: int | None = attrs.field(default=None, validator=_opt_ge2, metadata=_doc(
