@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _speed_project import Size
-from _speed_runners import ToolRun
+from _speed_runners import VARIANTS, ToolRun
 
 __all__ = ["SizeResult", "render"]
 
-TOOLS = (("stack3d", "stack3d"), ("pystack3d", "PyStack3D"))
+SCALING = (("stack3d", "stack3d"), ("pystack3d", "PyStack3D"))
+
+TOOLS = (*((name, label) for name, (label, _) in VARIANTS.items()), ("pystack3d", "PyStack3D"))
 
 
 @dataclass
@@ -66,24 +68,27 @@ def _cell(runs: list[ToolRun], value: float) -> str:
 
 
 def _time_table(res: SizeResult, nproc: int) -> list[str]:
+    tools = [(t, label) for t, label in TOOLS if res.runs.get(t)]
     meds: dict[str, dict[str, float]] = {}
-    for tool, _ in TOOLS:
-        ok = [r for r in res.runs.get(tool, []) if r.ok]
+    for tool, _ in tools:
+        ok = [r for r in res.runs[tool] if r.ok]
         m = {step: _median([r.steps.get(step, float("nan")) for r in ok]) for step in res.steps}
         m["sum"] = _median([sum(r.steps.values()) for r in ok])
         m["wall"] = _median([r.wall for r in ok])
         meds[tool] = m
-    head = ["", "stack3d (s)", "PyStack3D (s)", "stack3d / PyStack3D",
-            "stack3d peak RSS (MB): driver / largest worker", "PyStack3D peak RSS (MB): driver / largest worker"]
+    head = ["", *(f"{label} (s)" for _, label in tools)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    s3, ps = res.runs.get("stack3d", []), res.runs.get("pystack3d", [])
     for key in [*res.steps, "sum", "wall"]:
         label = {"sum": "sum of the steps",
                  "wall": "**end to end** (whole process: start, imports, steps)"}.get(key, key)
-        a, b = meds["stack3d"][key], meds["pystack3d"][key]
-        rss = (_mb(s3), _mb(ps)) if key == "wall" else ("", "")
-        lines.append(f"| {label} | {_cell(s3, a)} | {_cell(ps, b)} | {_ratio(a, b)} | {rss[0]} | {rss[1]} |")
+        lines.append(f"| {label} | " + " | ".join(_cell(res.runs[t], meds[t][key]) for t, _ in tools) + " |")
     base = res.baseline
+    lines += ["", "| run | end to end (s) | against PyStack3D | peak RSS (MB): driver / largest worker |",
+              "|---|---|---|---|"]
+    ref = meds.get("pystack3d", {}).get("wall", float("nan"))
+    for tool, label in tools:
+        lines.append(f"| {label} | {_cell(res.runs[tool], meds[tool]['wall'])} | "
+                     f"{_ratio(meds[tool]['wall'], ref) if tool != 'pystack3d' else '-'} | {_mb(res.runs[tool])} |")
     if base is not None and base.ok:
         d = base.data
         mib = d["bytes"] / 2**20
@@ -94,11 +99,11 @@ def _time_table(res: SizeResult, nproc: int) -> list[str]:
         passes = sum(1 for s in res.steps if s != "registration_calculation")
         best = d["threads"] if nproc > 1 and "threads" in d else d["serial"]
         for label, sec in rows:
-            lines.append(f"| {label} ({mib / sec:.0f} MiB/s) | {_s(sec)} | {_s(sec)} | - | | |")
-        lines.append(f"| throughput floor: {passes} read + write passes ({'threads' if nproc > 1 else 'serial'}) | "
-                     f"{_s(passes * best)} | {_s(passes * best)} | - | | |")
+            lines.append(f"| {label} ({mib / sec:.0f} MiB/s) | {_s(sec)} | - | |")
+        lines.append(f"| throughput floor of a tool storing every step: {passes} read + write passes "
+                     f"({'threads' if nproc > 1 else 'serial'}) | {_s(passes * best)} | - | |")
     elif base is not None:
-        lines.append("| tifffile alone | failed | failed | - | | |")
+        lines.append("| tifffile alone | failed | - | |")
     return lines
 
 
@@ -109,7 +114,7 @@ def _q(value: Any, fmt: str) -> str:
 
 
 def _quality_table(res: SizeResult) -> list[str]:
-    cols = [("input", "input (vs its own clean slice)"), ("stack3d", "stack3d"), ("pystack3d", "PyStack3D")]
+    cols = [("input", "input (vs its own clean slice)"), *TOOLS]
     cols = [(k, label) for k, label in cols if k in res.quality]
     if not cols:
         return []
@@ -166,7 +171,7 @@ def _scaling(results: Sequence[SizeResult]) -> list[str]:
     rows, per_slice = [], {}
     for res in results:
         cells = []
-        for tool, _ in TOOLS:
+        for tool, _ in SCALING:
             wall = _median([r.wall for r in res.runs.get(tool, []) if r.ok])
             per_slice[(res.size, tool)] = wall / res.size.n
             cells += [_s(wall), f"{wall / res.size.n:.3f}" if not math.isnan(wall) else "-"]
@@ -183,7 +188,7 @@ def _scaling(results: Sequence[SizeResult]) -> list[str]:
         if len(sizes) > 1:
             lo, hi = min(sizes, key=lambda s: s.n), max(sizes, key=lambda s: s.n)
             parts = []
-            for tool, label in TOOLS:
+            for tool, label in SCALING:
                 a, b = per_slice.get((lo, tool), math.nan), per_slice.get((hi, tool), math.nan)
                 if not (math.isnan(a) or math.isnan(b)):
                     parts.append(f"{label} {a:.3f} -> {b:.3f} s per slice (x{b / a:.2f})")

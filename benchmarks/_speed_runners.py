@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MARK", "ToolRun", "make_pystack3d_venv", "run_child", "run_pystack3d", "run_stack3d", "run_tifffile"]
+__all__ = ["MARK", "VARIANTS", "ToolRun", "make_pystack3d_venv", "run_child", "run_pystack3d", "run_stack3d", "run_tifffile"]
 
 MARK = "RESULT "
 
@@ -39,14 +39,26 @@ import json, sys, time
 t0 = time.perf_counter()
 import stack3d_io.plugin, stack3d_steps.plugin, stack3d_steps.plots
 from stack3d_core import PluginHost, run
-folder, steps, nproc = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+folder, steps, nproc, variant = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 host = PluginHost(autoload=False)  # the built-in plugins: steps, io and the plots observer
 host.register(stack3d_io.plugin, "io")
 host.register(stack3d_steps.plugin, "steps")
 host.register(stack3d_steps.plots, "plots")
 t_import = time.perf_counter() - t0
-result = run(folder, steps=steps, executor="processes" if nproc > 1 else "serial", workers=nproc, host=host,
-             redo=True)
+if variant.get("params"):  # parameter overrides, e.g. the registration algorithm
+    import tomllib
+    from stack3d_core import parse_config
+    from pathlib import Path
+    data = tomllib.loads((Path(folder) / "params.toml").read_text())
+    for table, values in variant["params"].items():
+        if table in data:
+            data[table].update(values)
+    config = parse_config(data, host, project_dir=Path(folder))
+else:
+    config = folder
+executor = variant.get("executor") or ("processes" if nproc > 1 else "serial")
+result = run(config, steps=steps, executor=executor, workers=nproc, host=host, redo=True,
+             keep_intermediates=variant.get("keep", False))
 self_mb, children_mb = _peaks()
 print("RESULT " + json.dumps({"steps": result.seconds, "import": t_import, "self_mb": self_mb,
                               "children_mb": children_mb, "warnings": list(result.warnings),
@@ -174,11 +186,27 @@ def _quiet_env() -> dict[str, str]:
     return env
 
 
-def run_stack3d(folder: Path, steps: Sequence[str], nproc: int, timeout: float) -> ToolRun:
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "stack3d": ("stack3d", {}),
+    "stack3d-stored": ("stack3d, keep_intermediates", {"keep": True}),
+    "stack3d-pc": ("stack3d, phase_correlation", {"params": {"registration_calculation":
+                                                             {"algorithm": "phase_correlation"}}}),
+    "stack3d-dask": ("stack3d on Dask", {"executor": "dask"}),
+}
+"""The stack3d runs: tool name -> (label, options). ``stack3d``: the defaults (fused
+engine), same parameters as PyStack3D; ``stack3d-stored``: every step stores its images
+(PyStack3D's layout; per-step times comparable with PyStack3D's); ``stack3d-pc``: the
+defaults with ``registration_calculation.algorithm = "phase_correlation"`` (stack3d's
+faster TRANSLATION registration); ``stack3d-dask``: the defaults on a local Dask cluster
+of ``nproc`` single-threaded workers."""
+
+
+def run_stack3d(folder: Path, steps: Sequence[str], nproc: int, timeout: float, variant: str = "stack3d") -> ToolRun:
     """stack3d on ``folder`` (this interpreter's environment): serial for ``nproc == 1``,
-    else the processes executor with ``nproc`` workers."""
-    return run_child("stack3d", sys.executable, STACK3D_CHILD, [str(folder), json.dumps(list(steps)), str(nproc)],
-                     timeout, _quiet_env())
+    else the processes executor with ``nproc`` workers; ``variant`` is a key of :data:`VARIANTS`."""
+    options = VARIANTS[variant][1]
+    return run_child(variant, sys.executable, STACK3D_CHILD,
+                     [str(folder), json.dumps(list(steps)), str(nproc), json.dumps(options)], timeout, _quiet_env())
 
 
 def run_pystack3d(python: str, folder: Path, steps: Sequence[str], nproc: int, timeout: float) -> ToolRun:

@@ -55,9 +55,20 @@ from _speed_project import (  # noqa: E402
     write_project,
 )
 from _speed_report import SizeResult, render  # noqa: E402
-from _speed_runners import ToolRun, make_pystack3d_venv, run_pystack3d, run_stack3d, run_tifffile  # noqa: E402
+from _speed_runners import (  # noqa: E402
+    VARIANTS,
+    ToolRun,
+    make_pystack3d_venv,
+    run_pystack3d,
+    run_stack3d,
+    run_tifffile,
+)
 
-TOOL_NAMES = ("stack3d", "pystack3d", "tifffile")
+SCORED = ("stack3d", "stack3d-pc", "pystack3d")
+"""Runs whose output is scored against the truth (the stored and Dask runs give the
+default run's output bit for bit: tests/test_fused.py, tests/test_engine.py)."""
+
+TOOL_NAMES = (*VARIANTS, "pystack3d", "tifffile")
 
 
 def _log(msg: str) -> None:
@@ -146,20 +157,20 @@ def bench_size(size: Size, root: Path, args: argparse.Namespace, python: str | N
         quality = not args.no_quality
         if quality:
             res.quality["input"] = evaluate_input(stack, args.quality_slices)
-        tools = [t for t in ("stack3d", "pystack3d") if t in args.tool_list and (t != "pystack3d" or python)]
+        tools = [t for t in (*VARIANTS, "pystack3d") if t in args.tool_list and (t != "pystack3d" or python)]
         cache: dict[float, Any] = {}
         for rep in range(args.repeat):
             for tool in tools if rep % 2 == 0 else tools[::-1]:
                 run_dir = copy_project(folder / "input", folder / f"{tool}-{rep}")
                 _log(f"{size.label}: {tool} run {rep + 1}/{args.repeat}")
-                if tool == "stack3d":
-                    run = run_stack3d(run_dir, args.step_list, args.nproc, args.timeout)
+                if tool in VARIANTS:
+                    run = run_stack3d(run_dir, args.step_list, args.nproc, args.timeout, tool)
                 else:
                     assert python is not None
                     run = run_pystack3d(python, run_dir, args.step_list, args.nproc, args.timeout)
                 _log(f"  {'ok' if run.ok else 'FAILED'} in {run.wall:.1f} s")
                 res.runs.setdefault(tool, []).append(run)
-                if quality and run.ok and tool not in res.quality:
+                if quality and run.ok and tool not in res.quality and tool in SCORED:
                     _score(run, run_dir, stack, res, params, cache, args.quality_slices)
                 shutil.rmtree(run_dir, ignore_errors=True)
     finally:

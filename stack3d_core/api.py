@@ -54,6 +54,7 @@ def run(
     redo: bool = False,
     host: PluginHost | None = None,
     project_dir: str | Path | None = None,
+    keep_intermediates: bool | None = None,
 ) -> RunResult:
     """Run a pipeline: the lower-level entry point behind :class:`Stack3d` and the CLI.
 
@@ -65,6 +66,8 @@ def run(
     :param scheduler: address of a running Dask scheduler.
     :param progress: a callback receiving :class:`~stack3d_core.progress.ProgressEvent`.
     :param redo: run steps again even if the history says they are done.
+    :param keep_intermediates: store every step's images (default: ``[engine]
+        keep_intermediates``, false: steps are fused and only the last one stores images).
     """
     host = host or get_host()
     if not isinstance(config, ProjectConfig):
@@ -79,7 +82,7 @@ def run(
             else:
                 config = load_config(path, host, project_dir=Path(project_dir) if project_dir else None)
     return run_pipeline(config, host, steps=steps, executor=executor, workers=workers,
-                        scheduler=scheduler, progress=progress, redo=redo)
+                        scheduler=scheduler, progress=progress, redo=redo, keep_intermediates=keep_intermediates)
 
 
 class Stack3d:
@@ -147,6 +150,7 @@ class Stack3d:
         show_pbar: bool = True,
         *,
         redo: bool = False,
+        keep_intermediates: bool | None = None,
     ) -> RunResult:
         """Run steps, as PyStack3D's ``eval``.
 
@@ -157,6 +161,8 @@ class Stack3d:
             the history; ``False`` makes every step read the same input (PyStack3D).
         :param show_pbar: progress bars on stderr.
         :param redo: run steps again even if the history says they are done.
+        :param keep_intermediates: write every step's images to ``process/<step>``, as
+            PyStack3D does (default: ``[engine] keep_intermediates``, false).
         """
         if isinstance(process_steps, str):
             process_steps = [process_steps]
@@ -169,6 +175,7 @@ class Stack3d:
         config = parse_config(params, self.host, source=self.fname_toml, project_dir=self.project_dir)
         bar = TqdmProgress(None if show_pbar else False)
         try:
-            return run_pipeline(config, self.host, steps=process_steps, progress=bar, redo=redo, chain=serial)
+            return run_pipeline(config, self.host, steps=process_steps, progress=bar, redo=redo, chain=serial,
+                                keep_intermediates=keep_intermediates)
         finally:
             bar.close()

@@ -104,7 +104,16 @@ class StepContext:
     reader: StackReader | None = None
     """The step's input (driver side; e.g. for plots). ``None`` outside a pipeline run."""
     output_reader: StackReader | None = None
-    """The step's output images, set once they are written (for ``stack3d_after_step``)."""
+    """The step's output images, set once they are written (for ``stack3d_after_step``).
+    For a step fused into a later pass (``[engine] keep_intermediates = false``) this reader
+    recomputes each slice it is asked for: read a few slices, not the whole stack."""
+    input_planes: Mapping[str, Any] | None = None
+    """Cut planes of the input gathered by a fused pass (``None`` when not available):
+    ``{"xy": middle slice, "xz": (k, cols), "yz": (k, rows), "z_index": (k,), "row", "col"}``,
+    the middle row / column of up to 64 evenly spaced slices. Observers use them instead of
+    reading the stack again."""
+    output_planes: Mapping[str, Any] | None = None
+    """Cut planes of the output gathered by a fused pass (same format), or ``None``."""
 
     def warn(self, message: str) -> None:
         """Report a warning to the user; it is also kept in the run record."""
@@ -146,6 +155,11 @@ class Step:
     state_from: ClassVar[Literal["each", "first"]] = "each"
     """``"first"``: measure and combine on ``channels[0]`` only, and apply that state to every
     channel (a registration computed on one detector, applied to all)."""
+    recompute: ClassVar[bool] = True
+    """Whether the engine may fuse this step into later passes, recomputing its slices
+    instead of storing them (``[engine] keep_intermediates = false``). Set ``False`` for
+    steps whose ``apply`` costs much more than a read and a write (destriping): their
+    output is then stored when a later step needs more than one pass over it."""
     measure_passes: ClassVar[int] = 1
     """REDUCE steps: number of measure passes. With more than one, pass ``p`` calls
     ``measure(image, index, previous)`` where ``previous`` is what

@@ -48,6 +48,12 @@ from ._bkg_robust import robust_fit
 __all__ = ["STEPS", "BkgRemoval", "BkgRemovalParams", "BkgState"]
 
 PROFILE_SLICES_2D = 64
+
+MAX_SAMPLES_3D = 500_000
+"""Most samples of the 3D fit. Every ``skip_z``-th slice is sampled until the samples
+would exceed this; beyond, evenly spaced slices among them, so that the fit's memory
+(a float64 design matrix of ``samples x terms``) stays bounded however long the stack
+(about 50 MB with 12 terms). PyStack3D samples every ``skip_z``-th slice whatever the count."""
 """In 2D mode (no z skip factor) the X / Y statistics use at most this many slices."""
 
 
@@ -227,11 +233,19 @@ class BkgRemoval(Step):
                                  p.threshold_min, p.threshold_max)
 
     def measure_slices(self, ctx: StepContext) -> Sequence[int] | None:
-        """3D: only every ``skip_z``-th slice is sampled, so only those are read."""
+        """3D: every ``skip_z``-th slice is sampled (only those are read), at most
+        :data:`MAX_SAMPLES_3D` samples in all (evenly spaced among them beyond)."""
         p = self.params
-        if len(p.powers[0]) == 3:
-            return range(0, ctx.meta.n, p.skip_factors[2])
-        return None
+        if len(p.powers[0]) != 3:
+            return None
+        strided = range(0, ctx.meta.n, p.skip_factors[2])
+        rows, cols = ctx.meta.shape
+        per_slice = math.ceil(rows / p.skip_factors[1]) * math.ceil(cols / p.skip_factors[0])
+        most = max(2, MAX_SAMPLES_3D // max(per_slice, 1))
+        if len(strided) <= most:
+            return strided
+        picks = np.unique(np.linspace(0, len(strided) - 1, most).round().astype(int))
+        return [strided[k] for k in picks]
 
     def measure(self, image: np.ndarray, index: int, previous: Any = None) -> SliceFit | SliceSamples:
         p = self.params
@@ -274,6 +288,10 @@ class BkgRemoval(Step):
         fit = robust_fit(x, values, self.params.weight_func)
         del x
         coefs = fit.coefs
+        strided = len(range(0, n, self.params.skip_factors[2]))
+        if len(sampled) < strided:
+            notes.append(f"3D fit: {len(sampled)} of the {strided} slices at skip_z sampled "
+                         f"(at most {MAX_SAMPLES_3D} samples)")
         notes.append(f"3D fit on {fit.n} samples from {len(sampled)} slices: {fit.iterations} "
                      f"least-squares solves of the M-estimation, MAD scale {fit.scale:.4g}")
         if fit.n == 0:

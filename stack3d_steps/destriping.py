@@ -161,6 +161,7 @@ class Destriping(Step):
     description = "remove vertical stripes (curtains): VSNR (stack3d or pyvsnr) or wavelet–Fourier filtering"
     Params = DestripingParams
     kind = StepKind.MAP
+    recompute = False  # tens of FFTs per slice: stored when a later step needs several passes
 
     def combine(self, ctx: StepContext, measures: Any) -> DestripingState:
         p = self.params

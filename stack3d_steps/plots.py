@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 
 from stack3d_core import StackReader, Step, StepContext, hookimpl
+from stack3d_core.engine.fused import PLANE_SLICES, plane_picks
 
 from ._figures import new_figure, save_figure
 
 __all__ = ["CUT_PLANE_SLICES", "cut_planes", "plot_cut_planes", "plot_stats", "stack3d_after_step"]
 
-CUT_PLANE_SLICES = 64
-"""Most slices read (per stack) to draw the XZ and YZ planes."""
+CUT_PLANE_SLICES = PLANE_SLICES
+"""Most slices read (per stack) to draw the XZ and YZ planes (the engine's fused passes
+gather the same planes: ``StepContext.input_planes`` / ``output_planes``)."""
 
 _STATS = ("min", "max", "mean")
 
@@ -57,7 +59,7 @@ def cut_planes(reader: StackReader, channel: str, max_slices: int = CUT_PLANE_SL
     :returns: ``{"xy": (rows, cols), "xz": (k, cols), "yz": (k, rows), "z_index": (k,)}``.
     """
     n = reader.meta(channel).n
-    picks = np.unique(np.linspace(0, n - 1, min(n, max_slices)).round().astype(int))
+    picks = plane_picks(n, max_slices)
     xy = reader.read(channel, n // 2)
     row, col = xy.shape[0] // 2, xy.shape[1] // 2
     xz, yz = [], []
@@ -103,6 +105,7 @@ def stack3d_after_step(step: Step, context: StepContext, stats: Any) -> None:
     plot_stats(np.asarray(stats), context.outputs_dir / "stats.png", f"{label}: per-slice statistics")
     if os.environ.get("STACK3D_CUT_PLANES", "1") == "0" or context.reader is None or context.output_reader is None:
         return
-    before = cut_planes(context.reader, context.channel)
-    after = cut_planes(context.output_reader, context.channel)
+    # a fused pass hands over the planes it saw: no second read (or recomputation) of the stack
+    before = getattr(context, "input_planes", None) or cut_planes(context.reader, context.channel)
+    after = getattr(context, "output_planes", None) or cut_planes(context.output_reader, context.channel)
     plot_cut_planes(before, after, context.outputs_dir / "cut_planes.png", f"{label}: cut planes before / after")

@@ -53,7 +53,8 @@ def test_project_run_keeps_names_and_pixels(tmp_path: Path) -> None:
     paths = write_slices(folder, stack, compression="zlib", extratags=[(51023, "s", 0, "<FibicsXML/>", True)])
     host = PluginHost()
     config = parse_config({"process_steps": ["cropping", "cropping_final"], "cropping": {"area": [10, 50, 5, 35]},
-                           "cropping_final": {"area": [2, 30, 0, 20]}}, host, project_dir=folder)
+                           "cropping_final": {"area": [2, 30, 0, 20]}, "engine": {"keep_intermediates": True}},
+                          host, project_dir=folder)
     run(config, host=host)
     out_names = sorted(p.name for p in (folder / "process/cropping").glob("*.tif"))
     assert out_names == [p.name for p in paths]

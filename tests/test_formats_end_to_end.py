@@ -136,7 +136,7 @@ def test_ome_zarr_as_the_intermediate_store(tmp_path: Path, executor: str) -> No
         host = PluginHost()
         data = {"channels": ["SE2", "ESB"], "process_steps": ["cropping", "intensity_rescaling", "cropping_final"],
                 "cropping": {"area": [2, 50, 2, 36]}, "cropping_final": {"area": [0, 30, 0, 20]},
-                "intensity_rescaling": {"filter_size": -1}, "engine": {"intermediate": intermediate}}
+                "intensity_rescaling": {"filter_size": -1}, "engine": {"intermediate": intermediate, "keep_intermediates": True}}
         run(parse_config(data, host, project_dir=folder), host=host, executor=executor, workers=2)
         reader = host.readers.get(intermediate)(folder / "process" / "cropping_final")
         finals[intermediate] = np.stack([reader.read("ESB", k) for k in range(reader.meta("ESB").n)])

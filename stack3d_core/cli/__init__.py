@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes (default: [engine] workers or nproc)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--redo", action="store_true", help="run steps again even if the history says they are done")
+    p.add_argument("--keep-intermediates", action="store_true", default=None,
+                   help="store every step's images in process/<step> (default: [engine] keep_intermediates)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=commands.cmd_run)
 

@@ -49,7 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = TqdmProgress(False if args.quiet else None)
     try:
         result = run_pipeline(config, host, steps=steps, executor=args.executor, workers=args.workers,
-                              scheduler=args.scheduler, progress=bar, redo=args.redo)
+                              scheduler=args.scheduler, progress=bar, redo=args.redo,
+                              keep_intermediates=args.keep_intermediates)
     finally:
         bar.close()
     _print_warnings(result.warnings)

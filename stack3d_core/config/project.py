@@ -72,6 +72,13 @@ class EngineConfig:
                   "format installed as both a reader and a writer, e.g. ome_zarr (one chunk per slice)"},
     )
 
+    keep_intermediates: bool = attrs.field(
+        default=False,
+        metadata={"doc": "write every step's images to process/<step>/<channel> (PyStack3D's layout). "
+                  "false: only the last step of the run (and steps too costly to recompute) store their "
+                  "images; the others are fused into later passes. Every step's outputs/ is written either way"},
+    )
+
     def validate(self) -> list[str]:
         if self.scheduler is not None and self.executor not in (None, "dask"):
             return [f"scheduler is only used with executor = \"dask\" (executor is {self.executor!r})"]

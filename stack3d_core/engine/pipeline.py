@@ -11,34 +11,40 @@ Layout and chaining follow PyStack3D (``pystack3d-spec.md`` §1.2–1.8):
 * steps already in ``history`` (the TOML's, then the run record's) are skipped unless
   their parameters changed or ``redo`` is asked for.
 
+With ``[engine] keep_intermediates = false`` (the default) the images of a step are
+stored only when it is the last image-writing step of the run, or when it may not be
+recomputed (``Step.recompute = False``) and a later step makes global passes. Every other
+step is *computed*: its ``outputs/`` are written as usual, but later steps read its slices
+through a :class:`~.fused.ComputedReader` that recomputes them from its input, so a chain
+of per-slice steps costs one read and one write of the stack (:mod:`.fused`). Its
+``process/S/recompute.pickle`` lets a later run resume after it.
+
 Each step is built in ``process/.S.partial`` and renamed to ``process/S`` only when every
-channel succeeded, so an interrupted or failed run never leaves a complete-looking step.
-Input files are only ever read.
+channel succeeded, so an interrupted or failed run never leaves a complete-looking step
+(:mod:`.steprun`). Input files are only ever read.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import logging
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import numpy as np
 
 from ..config.strict import unstructure
-from ..errors import ConfigError, ConfigIssue, Stack3dError, StepError
+from ..errors import ConfigError, ConfigIssue, Stack3dError
 from ..progress import ProgressCallback
 from ..stackio import StackReader, SubsetReader
-from ..step import Step, StepContext
+from ..step import Step, StepKind
 from .executors import open_executor
-from .metadata import META_FILE, PixelSizeOverride, SavedMetaReader, meta_to_json
-from .record import RunRecord, fingerprint, now, write_atomic
-from .runner import execute_step
+from .fused import computed_levels, load_computed
+from .metadata import PixelSizeOverride, SavedMetaReader
+from .record import RunRecord, fingerprint, now
+from .steprun import StepRun, finish_computed
 
 if TYPE_CHECKING:
     from ..config.project import ProjectConfig
@@ -85,30 +91,6 @@ def open_root_reader(config: ProjectConfig, host: PluginHost) -> StackReader:
     return reader
 
 
-def _channel_dir(base: Path, channel: str) -> Path:
-    return base if channel == "." else base / channel
-
-
-def _merge_into(src: Path, dst: Path) -> None:
-    """Move every entry of ``src`` into ``dst`` (created if needed), then remove ``src``."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for entry in src.iterdir():
-        os.replace(entry, dst / entry.name)
-    src.rmdir()
-
-
-def _publish(staging: Path, final: Path) -> None:
-    """Replace ``final`` by ``staging`` with renames only (the old result is removed last)."""
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _resolve_steps(config: ProjectConfig, host: PluginHost, steps: Sequence[str] | None) -> list[Step]:
     names = list(config.process_steps if steps is None else steps)
     issues: list[ConfigIssue] = []
@@ -143,6 +125,7 @@ def run_pipeline(
     progress: ProgressCallback | None = None,
     redo: bool = False,
     chain: bool = True,
+    keep_intermediates: bool | None = None,
 ) -> RunResult:
     """Run ``steps`` (default: ``process_steps``) on the project of ``config``.
 
@@ -152,7 +135,9 @@ def run_pipeline(
     :param redo: run the requested steps even if the history says they are done.
     :param chain: PyStack3D's ``serial``: each step reads the previous step's images and
         the history is extended. ``False``: every step reads the same input and the
-        history is left as it was.
+        history is left as it was (every step stores its images).
+    :param keep_intermediates: overrides ``[engine] keep_intermediates``: store every step's
+        images instead of fusing steps into later passes.
     """
     to_do = _resolve_steps(config, host, steps)
     process_dir = config.project_dir / "process"
@@ -188,29 +173,48 @@ def run_pipeline(
 
     kind = executor or ("dask" if scheduler else config.executor)
     n_workers = workers or config.workers
+    keep = config.engine.keep_intermediates if keep_intermediates is None else keep_intermediates
+    stored = _stored_steps(to_run, keep=keep or not chain)
     seconds: dict[str, float] = {}
     warnings: list[str] = list(config.warnings)
     ran: list[str] = []
     run_entry: dict[str, Any] = {
         "started": now(), "executor": kind, "workers": n_workers, "scheduler": scheduler or config.engine.scheduler,
         "steps": [s.name for s in to_run], "versions": {"stack3d": _version("stack3d")},
+        "keep_intermediates": keep,
         "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in host.plugins],
         "config": str(config.source) if config.source else None,
     }
-    input_dir = _input_dir_from_history(history, host, process_dir)
+    modes = {h["step"]: h.get("images", "stored") for h in record.history}
+    reader = _reader_from_history(history, modes, root, config, host, process_dir)
+    runs: dict[str, StepRun] = {}
     with open_executor(kind, n_workers, scheduler or config.engine.scheduler) as (pool, parallelism):
         for step in to_run:
-            reader = _reader_for(input_dir, root, config, host)
+            step_reader = reader if chain else _reader_from_history(history, modes, root, config, host, process_dir)
             t0 = time.perf_counter()
+            run = StepRun(step, config, host, step_reader, process_dir)
+            images = step.writes_images and step.name in stored
             try:
-                step_warnings = _run_one_step(step, config, host, reader, process_dir, pool, parallelism, progress)
+                run.compute(pool, parallelism, progress)
+                if images:
+                    taps = run.store(pool, parallelism, progress)
+                    planes = finish_computed(step_reader, taps, runs, config, host, process_dir)
+                    last_level = next(computed_levels(step_reader), None)
+                    run.finish(planes.get(last_level.step.name) if last_level is not None else None)
+                elif step.writes_images:
+                    output = run.computed()
+                    run.finish()
+                else:
+                    run.finish()
+                run.publish()
             except BaseException as exc:
+                run.fail(exc)
                 run_entry.update(finished=now(), status=f"failed in {step.name}: {exc}")
                 record.runs.append(run_entry)
                 _save_quietly(record)
                 raise
+            runs[step.name] = run
             seconds[step.name] = time.perf_counter() - t0
-            warnings.extend(step_warnings)
             ran.append(step.name)
             upstream = list(history)
             if chain:
@@ -218,25 +222,54 @@ def run_pipeline(
                 record.history.append({
                     "step": step.name, "fingerprint": params_fp(step, upstream),
                     "params": unstructure(step.params), "seconds": round(seconds[step.name], 3),
-                    "finished": now(), "input": str(input_dir) if input_dir else "input",
-                    "warnings": step_warnings,
+                    "finished": now(), "input": _describe_input(step_reader, process_dir),
+                    "images": "stored" if images else ("computed" if step.writes_images else "none"),
+                    "warnings": [w for ctx in run.contexts.values() for w in ctx.warnings],
                 })
                 fingerprints[step.name] = record.history[-1]["fingerprint"]
+                modes[step.name] = record.history[-1]["images"]
                 history.append(step.name)
                 record.save()
-                if step.writes_images:
-                    input_dir = process_dir / step.name
+                if images:
+                    reader = _reader_from_history(history, modes, root, config, host, process_dir)
+                elif step.writes_images:
+                    reader = output
+    for run in runs.values():
+        warnings.extend(w for ctx in run.contexts.values() for w in ctx.warnings)
     run_entry.update(finished=now(), status="ok", seconds={k: round(v, 3) for k, v in seconds.items()})
     record.runs.append(run_entry)
     if to_run:
         record.save()
-    last = _input_dir_from_history(history, host, process_dir)
+    last = _last_image_dir(history, host, process_dir)
     if config.output.name or config.output.path:
         from .export import export_result
 
-        export_result(config, host, _reader_for(last, root, config, host), progress)
+        export_result(config, host, _reader_from_history(history, modes, root, config, host, process_dir), progress)
     return RunResult(config.project_dir, process_dir, tuple(ran), tuple(s.name for s in skipped),
                      seconds, last, tuple(warnings))
+
+
+def _stored_steps(to_run: Sequence[Step], *, keep: bool) -> set[str]:
+    """The steps of the run whose images are written: all of them with ``keep``; else the
+    last image-writing step, and any step that may not be recomputed
+    (``Step.recompute = False``) when a later step of the run has a measure phase."""
+    image_steps = [s for s in to_run if s.writes_images]
+    if keep:
+        return {s.name for s in image_steps}
+    out = {image_steps[-1].name} if image_steps else set()
+    for k, step in enumerate(to_run):
+        later_passes = any(t.kind is not StepKind.MAP for t in to_run[k + 1:])
+        if step.writes_images and not step.recompute and later_passes:
+            out.add(step.name)
+    return out
+
+
+def _describe_input(reader: StackReader, process_dir: Path) -> str:
+    level = next(computed_levels(reader), None)
+    if level is not None:
+        return f"computed: {level.step.name}"
+    path = Path(reader.path)
+    return str(path) if path.is_relative_to(process_dir) else "input"
 
 
 def _save_quietly(record: RunRecord) -> None:
@@ -246,7 +279,7 @@ def _save_quietly(record: RunRecord) -> None:
         log.exception("could not write the run record %s", record.path)
 
 
-def _input_dir_from_history(history: Sequence[str], host: PluginHost, process_dir: Path) -> Path | None:
+def _last_image_dir(history: Sequence[str], host: PluginHost, process_dir: Path) -> Path | None:
     """``process/<last image-writing step in history>``, or None for the raw input."""
     for name in reversed(history):
         if name in host.steps and not host.steps.get(name).writes_images:
@@ -255,102 +288,29 @@ def _input_dir_from_history(history: Sequence[str], host: PluginHost, process_di
     return None
 
 
-def _reader_for(input_dir: Path | None, root: StackReader, config: ProjectConfig, host: PluginHost) -> StackReader:
-    if input_dir is None:
-        return SubsetReader(root, config.ind_min, config.ind_max + 1)
+def _reader_from_history(history: Sequence[str], modes: dict[str, str], root: StackReader, config: ProjectConfig,
+                         host: PluginHost, process_dir: Path) -> StackReader:
+    """The input of the next step: the project's input, then each image-writing step of
+    ``history`` in turn, read from its stored images or, for the steps the run record marks
+    ``"images": "computed"`` in ``modes``, recomputed (``recompute.pickle``)."""
+    reader: StackReader = SubsetReader(root, config.ind_min, config.ind_max + 1)
+    start = 0
+    for k in range(len(history) - 1, -1, -1):  # the last stored step: nothing before it is needed
+        name = history[k]
+        if name in host.steps and not host.steps.get(name).writes_images:
+            continue
+        if modes.get(name, "stored") != "computed":
+            reader, start = _stored_reader(process_dir / name, config, host), k + 1
+            break
+    for name in history[start:]:
+        if name in host.steps and not host.steps.get(name).writes_images:
+            continue
+        reader = load_computed(process_dir / name, reader)
+    return reader
+
+
+def _stored_reader(input_dir: Path, config: ProjectConfig, host: PluginHost) -> StackReader:
     if not input_dir.is_dir():
         raise Stack3dError(f"the history says '{input_dir.name}' was done, but {input_dir} does not exist; "
                            "run that step again (--redo) or fix the history")
     return SavedMetaReader(host.readers.get(config.engine.intermediate)(input_dir), input_dir)
-
-
-class _ChannelView(StackReader):
-    """A reader of one folder presented under the channel name of the run (the step's
-    output folder holds the slices directly)."""
-
-    name = "channel_view"
-
-    def __init__(self, inner: StackReader, channel: str) -> None:
-        super().__init__(inner.path)
-        self.inner, self.channel = inner, channel
-
-    def names(self, channel: str) -> tuple[str, ...]:
-        return self.inner.names(".")
-
-    def meta(self, channel: str) -> Any:
-        return self.inner.meta(".")
-
-    def read(self, channel: str, index: int) -> np.ndarray:
-        return self.inner.read(".", index)
-
-
-def _run_one_step(
-    step: Step,
-    config: ProjectConfig,
-    host: PluginHost,
-    reader: StackReader,
-    process_dir: Path,
-    pool: Any,
-    parallelism: int,
-    progress: ProgressCallback | None,
-) -> list[str]:
-    """Run ``step`` on every channel into ``process/.S.partial``, then publish it."""
-    staging = process_dir / f".{step.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    channels = config.channels[:1] if step.channels == "first" else config.channels
-    writer_cls = host.writers.get(config.engine.intermediate)
-    warnings: list[str] = []
-    shared: dict[str, Any] = {}  # state_from = "first": the first channel's state
-    try:
-        for channel in channels:
-            names = reader.names(channel)
-            meta = reader.meta(channel)
-            if meta.n == 0:
-                raise StepError(step.name, "no slice to process", channel=channel)
-            image_dir = _channel_dir(staging, channel) if step.writes_images else staging
-            outputs_dir = image_dir / "outputs"
-            outputs_dir.mkdir(parents=True, exist_ok=True)
-            ctx = StepContext(step=step.name, channel=channel, channels=tuple(config.channels),
-                              project_dir=config.project_dir, image_dir=image_dir, outputs_dir=outputs_dir,
-                              names=tuple(names), meta=meta, process_dir=process_dir, reader=reader,
-                              device=config.engine.device, project_params=config.raw)
-            images_tmp = _channel_dir(staging / ".images", channel)
-            images_tmp.parent.mkdir(parents=True, exist_ok=True)
-
-            def make_writer(meta_out: Any, out_names: Sequence[str], _dir: Path = images_tmp) -> Any:
-                return writer_cls(_dir, meta_out, out_names)
-
-            host.before_step(step, ctx)
-            t0 = time.perf_counter()
-            try:
-                if "state" in shared:
-                    outcome = execute_step(step, ctx, reader, make_writer, pool, parallelism, progress,
-                                           state=shared["state"])
-                else:
-                    outcome = execute_step(step, ctx, reader, make_writer, pool, parallelism, progress)
-                if step.state_from == "first":
-                    shared.setdefault("state", outcome.state)
-                if outcome.stats is not None:
-                    _merge_into(images_tmp, image_dir)
-                    ctx.output_reader = _ChannelView(host.readers.get(config.engine.intermediate)(image_dir), channel)
-                    np.save(outputs_dir / "stats.npy", outcome.stats)
-                    write_atomic(outputs_dir / META_FILE, meta_to_json(outcome.meta))
-                    if outcome.nan_zeroed:
-                        ctx.warn(f"{outcome.nan_zeroed} NaN pixels were written as 0")
-                step.finish(ctx, outcome.state, outcome.stats if outcome.stats is not None else np.empty((0, 3, 3)))
-                host.after_step(step, ctx, outcome.stats, time.perf_counter() - t0)
-            except BaseException as exc:
-                if isinstance(exc, Exception):
-                    host.on_step_error(step, ctx, exc)
-                raise
-            warnings.extend(ctx.warnings)
-        images_root = staging / ".images"
-        if images_root.exists():
-            shutil.rmtree(images_root)
-        _publish(staging, process_dir / step.name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return warnings

@@ -19,10 +19,11 @@ import numpy as np
 from ..errors import StepError
 from ..progress import ProgressCallback, ProgressEvent
 from ..stackio import StackMeta, StackReader, StackWriter
-from ..step import Step, StepContext, StepKind
-from .tasks import TaskFailure, apply_chunk, measure_chunk, pair_chunk
+from ..step import SliceJob, Step, StepContext, StepKind
+from .fused import ComputedReader, Tap, TapBundle, merge_taps, reset_chain
+from .tasks import TaskFailure, apply_chunk, apply_chunk_tapped, measure_chunk, pair_chunk
 
-__all__ = ["StepOutcome", "chunked", "execute_step"]
+__all__ = ["StepOutcome", "apply_state", "chunked", "compute_state", "execute_step"]
 
 
 @attrs.frozen
@@ -35,16 +36,25 @@ class StepOutcome:
     n_out: int = 0
     meta: StackMeta | None = None
     """The output stack's metadata (``None`` for steps that write no images)."""
+    taps: dict[str, dict[str, Tap]] = attrs.field(factory=dict)
+    """What the computed (fused) levels of the input saw in the apply pass:
+    ``{step: {channel: Tap}}`` (empty when the input is stored)."""
 
 
-def chunked(items: Sequence[Any], parallelism: int, max_size: int = 16) -> list[Sequence[Any]]:
+def chunked(items: Sequence[Any], parallelism: int, max_size: int = 16, *, fused: bool = False) -> list[Sequence[Any]]:
     """Split ``items`` into runs of consecutive items: about four runs per worker, at most
     ``max_size`` items each; serially, runs of up to 8 (neighbour reads are cached within a
-    run, and the progress bar still moves about 20 times per phase)."""
+    run, and the progress bar still moves about 20 times per phase).
+
+    ``fused``: the input is computed (:mod:`.fused`), and a slice needed by two runs is
+    computed twice in parallel runs, so runs are about twice as long (at most
+    ``2 * max_size``)."""
     if not items:
         return []
-    if parallelism <= 1:  # nothing to pickle: chunks only set the progress granularity
+    if parallelism <= 1:  # nothing to pickle, one cache: chunks only set the progress granularity
         size = max(1, min(8, math.ceil(len(items) / 20)))
+    elif fused:
+        size = max(1, min(2 * max_size, math.ceil(len(items) / (parallelism * 2))))
     else:
         size = max(1, min(max_size, math.ceil(len(items) / (parallelism * 4))))
     return [items[i : i + size] for i in range(0, len(items), size)]
@@ -138,18 +148,27 @@ def execute_step(
     :param state: a state computed on another channel (``state_from = "first"``): the
         measure and combine phases are skipped.
     """
+    state = compute_state(step, ctx, reader, executor, parallelism, progress, state)
+    if not step.writes_images:
+        return StepOutcome(state, None)
+    return apply_state(step, ctx, reader, make_writer, executor, parallelism, progress, state)
+
+
+def compute_state(step: Step, ctx: StepContext, reader: StackReader, executor: cf.Executor, parallelism: int,
+                  progress: ProgressCallback | None = None, state: Any = _UNSET) -> Any:
+    """``prepare``, then the measure or pairs phases and ``combine`` (skipped when ``state``
+    is given: a state computed on another channel). Returns the state."""
     _driver_call(step, ctx.channel, step.prepare, ctx)
     if state is _UNSET:
         state = _measure_and_combine(step, ctx, reader, executor, parallelism, progress)
-    if not step.writes_images:
-        return StepOutcome(state, None)
-    return _apply(step, ctx, reader, make_writer, executor, parallelism, progress, state)
+    return state
 
 
 def _measure_and_combine(step: Step, ctx: StepContext, reader: StackReader, executor: cf.Executor,
                          parallelism: int, progress: ProgressCallback | None) -> Any:
     """The measure (REDUCE) or pairs (PAIRWISE) phases, then ``combine`` on the driver."""
     name, channel, n = step.name, ctx.channel, ctx.meta.n
+    fused = isinstance(reader, ComputedReader)
     common = dict(step=name, channel=channel, progress=progress)
     measures: Any
     if step.kind is StepKind.REDUCE:
@@ -159,7 +178,7 @@ def _measure_and_combine(step: Step, ctx: StepContext, reader: StackReader, exec
         indices = list(range(n)) if wanted is None else sorted({int(i) for i in wanted if 0 <= int(i) < n})
         for p in range(passes):
             phase = "measure" if passes == 1 else f"measure {p + 1}/{passes}"
-            found = run_phase(executor, measure_chunk, (step, reader, channel), chunked(indices, parallelism),
+            found = run_phase(executor, measure_chunk, (step, reader, channel), chunked(indices, parallelism, fused=fused),
                               (previous, passes > 1), phase=phase, **common)
             measures = [None] * n
             for i, m in found:
@@ -170,7 +189,7 @@ def _measure_and_combine(step: Step, ctx: StepContext, reader: StackReader, exec
         offsets = tuple(step.pair_offsets)
         wanted = sorted(((i - d, i) for i in range(n) for d in offsets if i - d >= 0), key=lambda ji: (ji[1], ji[0]))
         found = run_phase(executor, pair_chunk, (step, reader, channel),
-                          chunked(wanted, parallelism), phase="pairs", **common)
+                          chunked(wanted, parallelism, fused=fused), phase="pairs", **common)
         by_pair = dict(found)
         measures = [by_pair[(i - 1, i)] for i in range(1, n)] if offsets == (1,) else by_pair
     else:
@@ -178,24 +197,38 @@ def _measure_and_combine(step: Step, ctx: StepContext, reader: StackReader, exec
     return _driver_call(step, channel, step.combine, ctx, measures)
 
 
-def _apply(step: Step, ctx: StepContext, reader: StackReader, make_writer: Callable[[Any, Sequence[str]], StackWriter],
-           executor: cf.Executor, parallelism: int, progress: ProgressCallback | None, state: Any) -> StepOutcome:
+def plan_output(step: Step, ctx: StepContext, state: Any) -> tuple[list[SliceJob], StackMeta]:
+    """The step's output slices and output metadata (driver side)."""
+    jobs = _driver_call(step, ctx.channel, step.plan, ctx, state)
+    return jobs, _driver_call(step, ctx.channel, step.output_meta, ctx, state, jobs)
+
+
+def apply_state(step: Step, ctx: StepContext, reader: StackReader,
+                make_writer: Callable[[Any, Sequence[str]], StackWriter], executor: cf.Executor, parallelism: int,
+                progress: ProgressCallback | None, state: Any) -> StepOutcome:
     """The apply phase: plan the output slices, then compute, cast and write them."""
     common = dict(step=step.name, channel=ctx.channel, progress=progress)
     channel = ctx.channel
-    jobs = step.plan(ctx, state)
-    meta_out = step.output_meta(ctx, state, jobs)
+    jobs, meta_out = plan_output(step, ctx, state)
     writer = make_writer(meta_out, [j.name for j in jobs])
+    fused = isinstance(reader, ComputedReader)
+    task = apply_chunk_tapped if fused else apply_chunk
+    reset_chain(reader)  # serially, earlier passes ran on these very objects
     try:
-        results = run_phase(executor, apply_chunk, (step, state, reader, channel),
-                            chunked(jobs, parallelism), (writer,), phase="apply", **common)
+        results = run_phase(executor, task, (step, state, reader, channel),
+                            chunked(jobs, parallelism, fused=fused), (writer,), phase="apply", **common)
         writer.commit()
     except BaseException:
         writer.abort()
         raise
     stats = np.full((len(jobs), 3, 3), np.nan)
     nan_zeroed = 0
-    for index, slice_stats, n_nan in results:
+    bundles = []
+    for item in results:
+        if isinstance(item, TapBundle):
+            bundles.append(item)
+            continue
+        index, slice_stats, n_nan = item
         stats[index] = slice_stats
         nan_zeroed += n_nan
-    return StepOutcome(state, stats, nan_zeroed, len(jobs), meta_out)
+    return StepOutcome(state, stats, nan_zeroed, len(jobs), meta_out, merge_taps(bundles))

@@ -20,8 +20,9 @@ from ..errors import InputError
 from ..stackio import StackReader, StackWriter
 from ..step import SliceJob, Step
 from .casting import cast_to_dtype, slice_stats
+from .fused import TapBundle, drain_taps
 
-__all__ = ["TaskFailure", "apply_chunk", "measure_chunk", "pair_chunk"]
+__all__ = ["TaskFailure", "apply_chunk", "apply_chunk_tapped", "measure_chunk", "pair_chunk"]
 
 
 class TaskFailure(Exception):
@@ -148,3 +149,18 @@ def apply_chunk(
         except Exception as exc:  # noqa: BLE001
             raise _fail(exc, reader, channel, job.sources[-1] if job.sources else job.index) from None
     return results
+
+
+def apply_chunk_tapped(
+    step: Step,
+    state: Any,
+    reader: StackReader,
+    channel: str,
+    jobs: Sequence[SliceJob],
+    writer: StackWriter,
+) -> list[Any]:
+    """:func:`apply_chunk` on a reader with computed (fused) levels: the per-job results,
+    then one :class:`~stack3d_core.engine.fused.TapBundle` with what those levels saw."""
+    results: list[Any] = list(apply_chunk(step, state, reader, channel, jobs, writer))
+    bundle: TapBundle = drain_taps(reader)
+    return [*results, bundle]

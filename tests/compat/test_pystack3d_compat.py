@@ -74,7 +74,7 @@ def test_cropping_matches_pystack3d(tmp_path: Path, channels: tuple[str, ...], d
     params = PARAMS.format(channels=str(list(channels)).replace("'", '"'), ind_min=ind[0], ind_max=ind[1])
     ours, theirs = twin_projects(tmp_path, params, channels, dtype)
     run_pystack3d(theirs, ["cropping", "cropping_final"], python=PYTHON)
-    Stack3d(ours).eval(show_pbar=False)
+    Stack3d(ours).eval(show_pbar=False, keep_intermediates=True)  # PyStack3D's layout
     for step in ("cropping", "cropping_final"):
         for ch in channels:
             compare_step(ours, theirs, step, ch)

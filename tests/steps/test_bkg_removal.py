@@ -336,3 +336,21 @@ def test_pystack3d_tables_are_accepted(tmp_path: Path, host: PluginHost) -> None
         config = parse_config({"channels": ["."], "process_steps": ["bkg_removal"], "bkg_removal": table},
                               host, project_dir=tmp_path)
         assert config.steps["bkg_removal"].params.dimension == 3
+
+
+def test_the_3d_fit_samples_a_bounded_number_of_slices_however_long_the_stack() -> None:
+    from types import SimpleNamespace
+
+    from stack3d_core.stackio import StackMeta
+    from stack3d_steps.bkg_removal import MAX_SAMPLES_3D
+
+    step = BkgRemoval(BkgRemovalParams(dim=3, orders=(1, 2, 1), cross_terms=True, skip_factors=(4, 4, 2)))
+    per_slice = 64 * 64  # 256 x 256 px at skip 4
+    for n, expected in ((100, 50), (2000, MAX_SAMPLES_3D // per_slice)):
+        ctx = SimpleNamespace(meta=StackMeta(n=n, shape=(256, 256), dtype="uint16"))
+        picked = list(step.measure_slices(ctx))  # type: ignore[arg-type]
+        assert len(picked) == expected, n
+        assert all(k % 2 == 0 for k in picked) and picked[0] == 0 and picked[-1] == n - 2
+        assert len(picked) * per_slice <= MAX_SAMPLES_3D
+    gaps = np.diff(picked)
+    assert gaps.max() - gaps.min() <= 2  # evenly spaced along z
