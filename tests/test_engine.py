@@ -412,3 +412,13 @@ def test_state_from_first_channel_is_applied_to_every_channel(tmp_path: Path, ho
     for channel, data in (("A", stack), ("B", stack + 1)):
         out = np.stack([tifffile.imread(p) for p in sorted((folder / "process/from_first" / channel).glob("*.tif"))])
         np.testing.assert_array_equal(out, np.clip(np.rint(data * factors), 0, 65535))
+
+
+def test_slice_stats_ignore_nan_and_infinities() -> None:
+    from stack3d_core.engine.casting import slice_stats
+
+    np.testing.assert_array_equal(slice_stats(np.array([[1, 5], [3, 7]], dtype=np.uint16)), [1, 7, 4])
+    np.testing.assert_array_equal(slice_stats(np.array([[1.0, np.nan], [np.inf, 3.0]])), [1, 3, 2])
+    np.testing.assert_array_equal(slice_stats(np.array([[-np.inf, 2.0]], dtype=np.float32)), [2, 2, 2])
+    assert np.isnan(slice_stats(np.full((2, 2), np.nan))).all()
+    assert np.isnan(slice_stats(np.zeros((0, 3)))).all()

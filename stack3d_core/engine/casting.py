@@ -39,13 +39,15 @@ def cast_to_dtype(image: np.ndarray, dtype: np.dtype | str) -> tuple[np.ndarray,
 
 
 def slice_stats(image: np.ndarray) -> np.ndarray:
-    """``[min, max, mean]`` of a slice as float64, ignoring NaN (all NaN if the slice is)."""
+    """``[min, max, mean]`` of a slice as float64, ignoring NaN and infinities (all NaN if
+    no value is finite)."""
     data = np.asarray(image)
-    if data.dtype.kind == "f":
+    if data.size == 0:
+        return np.full(3, np.nan)
+    lo, hi = data.min(), data.max()
+    if data.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):  # rare: mask the non-finite
         finite = data[np.isfinite(data)]
         if finite.size == 0:
             return np.full(3, np.nan)
-        data = finite
-    if data.size == 0:
-        return np.full(3, np.nan)
-    return np.array([data.min(), data.max(), data.mean(dtype=np.float64)], dtype=np.float64)
+        lo, hi, data = finite.min(), finite.max(), finite
+    return np.array([lo, hi, data.mean(dtype=np.float64)], dtype=np.float64)

@@ -226,7 +226,14 @@ class ComputedReader(StackReader):
     def _record(self, channel: str, index: int, n: int, source: np.ndarray, raw: np.ndarray,
                 cast: np.ndarray, n_nan: int) -> None:
         tap = self._taps.setdefault(channel, Tap())
-        tap.stats[index] = np.stack([slice_stats(source), slice_stats(raw), slice_stats(cast)])
+        source_stats = None
+        if isinstance(self.upstream, ComputedReader):  # the source is the upstream's cast output, seen just now
+            up = self.upstream._taps.get(channel)
+            seen = up.stats.get(self._level(channel).jobs[index].extras_from) if up is not None else None
+            source_stats = seen[2] if seen is not None else None
+        if source_stats is None:
+            source_stats = slice_stats(source)
+        tap.stats[index] = np.stack([source_stats, slice_stats(raw), slice_stats(cast)])
         tap.nan[index] = n_nan
         if index in _picks_set(n):
             tap.rows[index] = cast[cast.shape[0] // 2, :].copy()
