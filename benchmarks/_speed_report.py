@@ -211,8 +211,8 @@ def render(results: Sequence[SizeResult], header: dict[str, Any]) -> str:
             lines.append(f"- {name} environment: Python {env.get('python', '?')}; {pkgs}")
     lines += ["", f"Process count: {header['nproc']} (PyStack3D `nproc`; stack3d "
               + ("serial executor" if header["nproc"] == 1 else f"processes executor, {header['nproc']} workers")
-              + f"). Times: median of {header['repeat']} runs, interleaved. Peak RSS: `getrusage` in the tool's "
-              "process (driver) and its largest finished child (worker), medians.", ""]
+              + f"). Times: median of {header['repeat']} runs, interleaved. Peak RSS: `VmHWM` of the tool's "
+              "process (driver) and `getrusage` of its largest finished child (worker), medians.", ""]
     lines += header["notes"]
     for res in results:
         s = res.size

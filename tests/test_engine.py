@@ -422,3 +422,26 @@ def test_slice_stats_ignore_nan_and_infinities() -> None:
     np.testing.assert_array_equal(slice_stats(np.array([[-np.inf, 2.0]], dtype=np.float32)), [2, 2, 2])
     assert np.isnan(slice_stats(np.full((2, 2), np.nan))).all()
     assert np.isnan(slice_stats(np.zeros((0, 3)))).all()
+
+
+def _spawn_environment(_: int) -> dict[str, str]:
+    raw = Path("/proc/self/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="Linux /proc only")
+def test_worker_processes_start_with_one_native_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BLAS / OpenMP read their thread count when the worker loads them, before any
+    initializer: the variables must be in the environment the worker is started with."""
+    import os
+
+    from stack3d_core.engine.executors import open_executor
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own choice is kept
+    with open_executor("processes", 1) as (pool, _):
+        env = pool.submit(_spawn_environment, 0).result()
+    assert env.get("OPENBLAS_NUM_THREADS") == "1" and env.get("OMP_NUM_THREADS") == "1"
+    assert env.get("MKL_NUM_THREADS") == "3"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ  # the driver's environment is restored

@@ -57,7 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in result.skipped:
         print(f"skipped {name}: already done (history); --redo runs it again")
     for name in result.ran:
-        print(f"done    {name:28s} {result.seconds[name]:8.2f} s  -> {result.process_dir / name}")
+        how = {"computed": "  (fused: images not stored)"}.get(result.images.get(name, ""), "")
+        print(f"done    {name:28s} {result.seconds[name]:8.2f} s  -> {result.process_dir / name}{how}")
     if not result.ran and not result.skipped:
         print("nothing to run: process_steps is empty (or give --steps)")
     return 0

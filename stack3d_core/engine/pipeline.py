@@ -70,6 +70,9 @@ class RunResult:
     last_dir: Path | None
     """Images of the last image-writing step (``process/<step>``), or None."""
     warnings: tuple[str, ...] = ()
+    images: dict[str, str] = attrs.field(factory=dict)
+    """Per step that ran: ``"stored"`` (its images are in ``process/<step>``),
+    ``"computed"`` (fused: outputs only) or ``"none"`` (a step without images)."""
 
 
 def _version(dist: str) -> str:
@@ -246,7 +249,7 @@ def run_pipeline(
 
         export_result(config, host, _reader_from_history(history, modes, root, config, host, process_dir), progress)
     return RunResult(config.project_dir, process_dir, tuple(ran), tuple(s.name for s in skipped),
-                     seconds, last, tuple(warnings))
+                     seconds, last, tuple(warnings), {name: modes.get(name, "stored") for name in ran})
 
 
 def _stored_steps(to_run: Sequence[Step], *, keep: bool) -> set[str]:
