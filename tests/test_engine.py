@@ -445,3 +445,22 @@ def test_worker_processes_start_with_one_native_thread(monkeypatch: pytest.Monke
     assert env.get("OPENBLAS_NUM_THREADS") == "1" and env.get("OMP_NUM_THREADS") == "1"
     assert env.get("MKL_NUM_THREADS") == "3"
     assert "OPENBLAS_NUM_THREADS" not in os.environ  # the driver's environment is restored
+
+
+def test_fused_two_channel_run_of_every_kind_equals_the_stored_run(tmp_path: Path, host: PluginHost) -> None:
+    """Every step kind, two channels, fused (default) against keep_intermediates: the last
+    step's images and every step's side outputs are identical."""
+    digests = {}
+    for keep in (True, False):
+        folder = project(tmp_path / f"keep{keep}", make_stack(n=9, dtype="uint16"), channels=("SE2", "ESB"))
+        config = config_for(folder, host, ALL_KINDS, cropping={"area": [3, 50, 2, 33]},
+                            engine={"keep_intermediates": keep})
+        result = run(config, host=host)
+        assert result.ran == tuple(ALL_KINDS)
+        digests[keep] = tree_digest(folder / "process", ("*.tif", "*.npy", "*.txt"))
+    stored, fused = digests[True], digests[False]
+    last = "long_range_pairs/"
+    assert {k: v for k, v in fused.items() if k.endswith(".tif")} == {
+        k: v for k, v in stored.items() if k.endswith(".tif") and k.startswith(last)}
+    side = {k: v for k, v in stored.items() if not k.endswith((".tif", "stats.npy"))}
+    assert side and all(fused.get(k) == v for k, v in side.items())
