@@ -464,3 +464,15 @@ def test_fused_two_channel_run_of_every_kind_equals_the_stored_run(tmp_path: Pat
         k: v for k, v in stored.items() if k.endswith(".tif") and k.startswith(last)}
     side = {k: v for k, v in stored.items() if not k.endswith((".tif", "stats.npy"))}
     assert side and all(fused.get(k) == v for k, v in side.items())
+
+
+def test_chunks_are_short_in_process_and_long_for_pickled_fused_tasks() -> None:
+    from stack3d_core.engine.runner import chunked
+
+    items = list(range(100))
+    assert max(len(c) for c in chunked(items, 1)) == 5  # in process: about 20 chunks, at most 8
+    # one Dask worker: tasks are pickled, so a fused pass gets long runs (fewer recomputed boundaries)
+    assert [len(c) for c in chunked(items, 1, fused=True, serial=False)] == [32, 32, 32, 4]
+    assert max(len(c) for c in chunked(items, 2, fused=True)) == 25
+    assert max(len(c) for c in chunked(items, 2)) == 13
+    assert sum(len(c) for c in chunked(items, 3, fused=True, serial=False)) == 100

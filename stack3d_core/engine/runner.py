@@ -20,6 +20,7 @@ from ..errors import StepError
 from ..progress import ProgressCallback, ProgressEvent
 from ..stackio import StackMeta, StackReader, StackWriter
 from ..step import SliceJob, Step, StepContext, StepKind
+from .executors import SerialExecutor
 from .fused import ComputedReader, Tap, TapBundle, merge_taps, reset_chain
 from .tasks import TaskFailure, apply_chunk, apply_chunk_tapped, measure_chunk, pair_chunk
 
@@ -41,17 +42,22 @@ class StepOutcome:
     ``{step: {channel: Tap}}`` (empty when the input is stored)."""
 
 
-def chunked(items: Sequence[Any], parallelism: int, max_size: int = 16, *, fused: bool = False) -> list[Sequence[Any]]:
+def chunked(items: Sequence[Any], parallelism: int, max_size: int = 16, *, fused: bool = False,
+            serial: bool | None = None) -> list[Sequence[Any]]:
     """Split ``items`` into runs of consecutive items: about four runs per worker, at most
     ``max_size`` items each; serially, runs of up to 8 (neighbour reads are cached within a
     run, and the progress bar still moves about 20 times per phase).
 
     ``fused``: the input is computed (:mod:`.fused`), and a slice needed by two runs is
     computed twice in parallel runs, so runs are about twice as long (at most
-    ``2 * max_size``)."""
+    ``2 * max_size``). ``serial``: the tasks run in this process (default: ``parallelism
+    <= 1``); a single remote worker (Dask) still gets pickled tasks and fresh caches."""
     if not items:
         return []
-    if parallelism <= 1:  # nothing to pickle, one cache: chunks only set the progress granularity
+    if serial is None:
+        serial = parallelism <= 1
+    parallelism = max(1, parallelism)
+    if serial:  # nothing to pickle, one cache: chunks only set the progress granularity
         size = max(1, min(8, math.ceil(len(items) / 20)))
     elif fused:
         size = max(1, min(2 * max_size, math.ceil(len(items) / (parallelism * 2))))
@@ -169,6 +175,7 @@ def _measure_and_combine(step: Step, ctx: StepContext, reader: StackReader, exec
     """The measure (REDUCE) or pairs (PAIRWISE) phases, then ``combine`` on the driver."""
     name, channel, n = step.name, ctx.channel, ctx.meta.n
     fused = isinstance(reader, ComputedReader)
+    in_process = isinstance(executor, SerialExecutor)
     common = dict(step=name, channel=channel, progress=progress)
     measures: Any
     if step.kind is StepKind.REDUCE:
@@ -178,7 +185,7 @@ def _measure_and_combine(step: Step, ctx: StepContext, reader: StackReader, exec
         indices = list(range(n)) if wanted is None else sorted({int(i) for i in wanted if 0 <= int(i) < n})
         for p in range(passes):
             phase = "measure" if passes == 1 else f"measure {p + 1}/{passes}"
-            found = run_phase(executor, measure_chunk, (step, reader, channel), chunked(indices, parallelism, fused=fused),
+            found = run_phase(executor, measure_chunk, (step, reader, channel), chunked(indices, parallelism, fused=fused, serial=in_process),
                               (previous, passes > 1), phase=phase, **common)
             measures = [None] * n
             for i, m in found:
@@ -189,7 +196,7 @@ def _measure_and_combine(step: Step, ctx: StepContext, reader: StackReader, exec
         offsets = tuple(step.pair_offsets)
         wanted = sorted(((i - d, i) for i in range(n) for d in offsets if i - d >= 0), key=lambda ji: (ji[1], ji[0]))
         found = run_phase(executor, pair_chunk, (step, reader, channel),
-                          chunked(wanted, parallelism, fused=fused), phase="pairs", **common)
+                          chunked(wanted, parallelism, fused=fused, serial=in_process), phase="pairs", **common)
         by_pair = dict(found)
         measures = [by_pair[(i - 1, i)] for i in range(1, n)] if offsets == (1,) else by_pair
     else:
@@ -212,11 +219,12 @@ def apply_state(step: Step, ctx: StepContext, reader: StackReader,
     jobs, meta_out = plan_output(step, ctx, state)
     writer = make_writer(meta_out, [j.name for j in jobs])
     fused = isinstance(reader, ComputedReader)
+    in_process = isinstance(executor, SerialExecutor)
     task = apply_chunk_tapped if fused else apply_chunk
     reset_chain(reader)  # serially, earlier passes ran on these very objects
     try:
         results = run_phase(executor, task, (step, state, reader, channel),
-                            chunked(jobs, parallelism, fused=fused), (writer,), phase="apply", **common)
+                            chunked(jobs, parallelism, fused=fused, serial=in_process), (writer,), phase="apply", **common)
         writer.commit()
     except BaseException:
         writer.abort()
