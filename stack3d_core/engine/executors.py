@@ -47,17 +47,10 @@ class SerialExecutor(cf.Executor):
         return future
 
 
-def _worker_init() -> None:
-    """Runs once in every local worker process (after numpy is loaded: the thread counts
-    that matter are those of :func:`_one_thread_per_worker`)."""
-    for var in _THREAD_VARS:
-        os.environ.setdefault(var, "1")
-
-
 @contextlib.contextmanager
 def _one_thread_per_worker() -> Iterator[None]:
     """Set the native thread-pool variables to 1 while worker processes are spawned (they
-    are read when a worker loads OpenBLAS / MKL / OpenMP, before any initializer runs), so
+    are read when a worker loads OpenBLAS / MKL / OpenMP, as soon as it starts, before any task), so
     N workers do not start N x cores spinning BLAS threads; the user's own settings win."""
     saved = {var: os.environ.get(var) for var in _THREAD_VARS}
     for var in _THREAD_VARS:
@@ -86,7 +79,7 @@ def open_executor(
         yield SerialExecutor(), 1
     elif kind == "processes":
         ctx = multiprocessing.get_context("spawn")
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         try:
             with _one_thread_per_worker():  # workers are spawned on demand, at submit time
                 yield pool, workers

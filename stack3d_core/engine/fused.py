@@ -147,14 +147,17 @@ class ComputedReader(StackReader):
     :param step: the step instance.
     :param upstream: the step's input.
     :param levels: per channel, the state, jobs and output metadata.
+    :param record: keep taps of the slices computed. The engine turns this off while
+        global phases read through the chain and on for the pass that stores a later step
+        (:func:`reset_chain`), so statistics and planes are computed once, where they count.
     """
 
     name = "computed"
     description = "a step's output, recomputed from its input when read (fused pipeline)"
 
-    def __init__(self, step: Step, upstream: StackReader, levels: Mapping[str, Level]) -> None:
+    def __init__(self, step: Step, upstream: StackReader, levels: Mapping[str, Level], *, record: bool = True) -> None:
         super().__init__(upstream.path)
-        self.step, self.upstream, self.levels = step, upstream, dict(levels)
+        self.step, self.upstream, self.levels, self.record = step, upstream, dict(levels), record
         self._reset()
 
     def _reset(self) -> None:
@@ -164,7 +167,7 @@ class ComputedReader(StackReader):
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "options": self.options, "step": self.step, "upstream": self.upstream,
-                "levels": self.levels}
+                "levels": self.levels, "record": self.record}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -216,7 +219,8 @@ class ComputedReader(StackReader):
             raise InputError(self.upstream.describe(channel, job.sources[-1] if job.sources else index),
                              f"step '{self.step.name}' (computed in a fused pass) failed on its slice {index}: "
                              f"{type(exc).__name__}: {exc}") from exc
-        self._record(channel, index, len(level.jobs), sources[job.extras_from][0], raw, cast, n_nan)
+        if self.record:
+            self._record(channel, index, len(level.jobs), sources[job.extras_from][0], raw, cast, n_nan)
         result = (cast, sources[job.extras_from][1])
         self._cache[key] = result
         while len(self._cache) > _CACHE_SLICES:
@@ -241,8 +245,11 @@ class ComputedReader(StackReader):
         if index == n // 2:
             tap.middle = cast.copy()
 
-    def reset(self) -> None:
-        """Forget cached slices and taps (before the pass whose taps count)."""
+    def reset(self, record: bool | None = None) -> None:
+        """Forget cached slices and taps (before the pass whose taps count); ``record``
+        (when given) switches the taps on or off."""
+        if record is not None:
+            self.record = record
         self._reset()
 
     def drain(self) -> dict[str, Tap]:
@@ -273,10 +280,10 @@ def drain_taps(reader: StackReader) -> TapBundle:
 
 
 def reset_chain(reader: StackReader) -> None:
-    """:meth:`ComputedReader.reset` on every computed level of the chain, so that the taps
-    of the next pass are those of that pass alone, whatever the executor."""
+    """:meth:`ComputedReader.reset` on every computed level of the chain, with the taps on:
+    the taps of the next pass are those of that pass alone, whatever the executor."""
     for level in computed_levels(reader):
-        level.reset()
+        level.reset(record=True)
 
 
 def merge_taps(bundles: Sequence[TapBundle]) -> dict[str, dict[str, Tap]]:
@@ -305,7 +312,7 @@ def load_computed(step_dir: Path, upstream: StackReader) -> ComputedReader:
                            f"run '{step_dir.name}' again (--redo)")
     try:
         data = pickle.loads(path.read_bytes())  # noqa: S301 - the engine's own file in the project
-        return ComputedReader(data["step"], upstream, data["levels"])
+        return ComputedReader(data["step"], upstream, data["levels"], record=False)
     except Exception as exc:  # noqa: BLE001
         raise Stack3dError(f"{path} cannot be read ({type(exc).__name__}: {exc}): "
                            f"run '{step_dir.name}' again (--redo)") from exc

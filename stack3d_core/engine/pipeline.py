@@ -282,13 +282,15 @@ def _save_quietly(record: RunRecord) -> None:
         log.exception("could not write the run record %s", record.path)
 
 
+def _image_steps(history: Sequence[str], host: PluginHost) -> list[str]:
+    """The steps of ``history`` that write images (unknown names count as such)."""
+    return [name for name in history if name not in host.steps or host.steps.get(name).writes_images]
+
+
 def _last_image_dir(history: Sequence[str], host: PluginHost, process_dir: Path) -> Path | None:
     """``process/<last image-writing step in history>``, or None for the raw input."""
-    for name in reversed(history):
-        if name in host.steps and not host.steps.get(name).writes_images:
-            continue
-        return process_dir / name
-    return None
+    names = _image_steps(history, host)
+    return process_dir / names[-1] if names else None
 
 
 def _reader_from_history(history: Sequence[str], modes: dict[str, str], root: StackReader, config: ProjectConfig,
@@ -296,18 +298,12 @@ def _reader_from_history(history: Sequence[str], modes: dict[str, str], root: St
     """The input of the next step: the project's input, then each image-writing step of
     ``history`` in turn, read from its stored images or, for the steps the run record marks
     ``"images": "computed"`` in ``modes``, recomputed (``recompute.pickle``)."""
+    names = _image_steps(history, host)
+    stored = [k for k, name in enumerate(names) if modes.get(name, "stored") != "computed"]
     reader: StackReader = SubsetReader(root, config.ind_min, config.ind_max + 1)
-    start = 0
-    for k in range(len(history) - 1, -1, -1):  # the last stored step: nothing before it is needed
-        name = history[k]
-        if name in host.steps and not host.steps.get(name).writes_images:
-            continue
-        if modes.get(name, "stored") != "computed":
-            reader, start = _stored_reader(process_dir / name, config, host), k + 1
-            break
-    for name in history[start:]:
-        if name in host.steps and not host.steps.get(name).writes_images:
-            continue
+    if stored:  # the last stored step: nothing before it is needed
+        reader = _stored_reader(process_dir / names[stored[-1]], config, host)
+    for name in names[stored[-1] + 1 if stored else 0:]:
         reader = load_computed(process_dir / name, reader)
     return reader
 

@@ -137,8 +137,7 @@ class StepRun:
             jobs, meta = plan_output(self.step, ctx, self.states[channel])
             levels[channel] = Level(self.states[channel], tuple(jobs), meta)
             write_atomic(ctx.outputs_dir / META_FILE, meta_to_json(meta))
-            ctx.output_reader = None  # set in finish (after every channel is planned)
-        self.output = ComputedReader(self.step, self.reader, levels)
+        self.output = ComputedReader(self.step, self.reader, levels, record=False)  # taps: in the storing pass
         for ctx in self.contexts.values():
             ctx.output_reader = self.output
         save_computed(self.staging, self.step, levels)
