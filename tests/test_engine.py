@@ -447,6 +447,28 @@ def test_worker_processes_start_with_one_native_thread(monkeypatch: pytest.Monke
     assert "OPENBLAS_NUM_THREADS" not in os.environ  # the driver's environment is restored
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="Linux /proc only")
+def test_local_dask_workers_start_without_the_malloc_trim_threshold(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Dask's nannies set MALLOC_TRIM_THRESHOLD_, which makes glibc page-fault every large
+    temporary: the local cluster's workers start without it; a running cluster whose
+    workers have it gets a warning."""
+    from distributed import LocalCluster
+
+    from stack3d_core.engine.executors import open_executor
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with open_executor("dask", 1) as (pool, _):
+        env = pool.submit(_spawn_environment, 0).result()
+    assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with caplog.at_level("WARNING", logger="stack3d.engine"):
+            with open_executor("dask", scheduler=cluster.scheduler_address) as (pool, _):
+                assert pool.submit(_spawn_environment, 0).result()["MALLOC_TRIM_THRESHOLD_"] == "65536"
+    assert "MALLOC_TRIM_THRESHOLD_" in caplog.text and cluster.scheduler_address in caplog.text
+
+
 def test_fused_two_channel_run_of_every_kind_equals_the_stored_run(tmp_path: Path, host: PluginHost) -> None:
     """Every step kind, two channels, fused (default) against keep_intermediates: the last
     step's images and every step's side outputs are identical."""

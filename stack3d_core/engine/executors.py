@@ -5,8 +5,10 @@
 * ``processes``: a ``ProcessPoolExecutor`` of N workers (spawn start method, so workers
   start clean whatever threads the parent has).
 * ``dask``: ``dask.distributed``'s ``Client.get_executor()``; on a running scheduler when
-  an address is given, else on a ``LocalCluster`` of N single-threaded process workers.
-  dask is imported only here, only when asked for.
+  an address is given, else on a ``LocalCluster`` of N single-threaded process workers
+  started without Dask's ``MALLOC_TRIM_THRESHOLD_`` (see :func:`_dask_executor`; a running
+  cluster whose workers have it gets a warning). dask is imported only here, only when
+  asked for.
 
 The engine submits the same picklable task functions to all three, so every executor
 runs one code path and produces identical outputs.
@@ -106,11 +108,19 @@ def _dask_executor(workers: int, scheduler: str | None) -> Iterator[tuple[cf.Exe
         except OSError as exc:
             raise Stack3dError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
         parallelism = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))
+        _warn_malloc_trim(client, scheduler)
     else:
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.ERROR,
-        )
+        import dask
+
+        # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536: setting it turns off
+        # glibc's adaptive mmap threshold, so every large numpy temporary is mmapped and
+        # page-faulted afresh (a fused 100x1024² run: 13.6 s -> 24.9 s). Local workers start
+        # without it unless the user set it.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=logging.ERROR,
+            )
         client = Client(cluster)
         parallelism = workers
     try:
@@ -119,3 +129,24 @@ def _dask_executor(workers: int, scheduler: str | None) -> Iterator[tuple[cf.Exe
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _malloc_trim_threshold() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def _warn_malloc_trim(client: Any, scheduler: str) -> None:
+    """Warn when the workers of a running cluster have ``MALLOC_TRIM_THRESHOLD_`` set (Dask's
+    nanny default): glibc then maps and page-faults every large temporary afresh."""
+    try:
+        values = client.run(_malloc_trim_threshold)
+    except Exception:  # noqa: BLE001 - a courtesy check; the run itself reports real failures
+        return
+    slow = sorted(str(address) for address, value in values.items() if value is not None)
+    if slow:
+        log.warning(
+            "%d worker(s) of the Dask cluster at %s run with MALLOC_TRIM_THRESHOLD_ set (Dask's default "
+            "65536): glibc then page-faults every large array afresh, up to 1.8x slower on stack3d's steps; "
+            "give the workers' nannies the Dask configuration "
+            "'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null'",
+            len(slow), scheduler)
