@@ -54,7 +54,8 @@ folder, steps, nproc, variant = sys.argv[1], json.loads(sys.argv[2]), int(sys.ar
 host = PluginHost(autoload=False)  # the built-in plugins: steps, io and the plots observer
 host.register(stack3d_io.plugin, "io")
 host.register(stack3d_steps.plugin, "steps")
-host.register(stack3d_steps.plots, "plots")
+if variant.get("plots", True):
+    host.register(stack3d_steps.plots, "plots")
 t_import = time.perf_counter() - t0
 if variant.get("params"):  # parameter overrides, e.g. the registration algorithm
     import tomllib
@@ -203,13 +204,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "stack3d-pc": ("stack3d, phase_correlation", {"params": {"registration_calculation":
                                                              {"algorithm": "phase_correlation"}}}),
     "stack3d-dask": ("stack3d on Dask", {"executor": "dask"}),
+    "stack3d-stored-noplots": ("stack3d, keep_intermediates, without the plots plugin",
+                               {"keep": True, "plots": False}),
 }
 """The stack3d runs: tool name -> (label, options). ``stack3d``: the defaults (fused
 engine), same parameters as PyStack3D; ``stack3d-stored``: every step stores its images
 (PyStack3D's layout; per-step times comparable with PyStack3D's); ``stack3d-pc``: the
 defaults with ``registration_calculation.algorithm = "phase_correlation"`` (stack3d's
 faster TRANSLATION registration); ``stack3d-dask``: the defaults on a local Dask cluster
-of ``nproc`` single-threaded workers."""
+of ``nproc`` single-threaded workers; ``stack3d-stored-noplots``: ``stack3d-stored``
+without the ``plots`` observer (no ``stats.png`` / ``cut_planes.png``, the steps' own
+figures stay), to time the image passes apart from those two figures per step."""
 
 
 def run_stack3d(folder: Path, steps: Sequence[str], nproc: int, timeout: float, variant: str = "stack3d") -> ToolRun:

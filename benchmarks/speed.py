@@ -69,6 +69,7 @@ SCORED = ("stack3d", "stack3d-pc", "pystack3d")
 default run's output bit for bit: tests/test_fused.py, tests/test_engine.py)."""
 
 TOOL_NAMES = (*VARIANTS, "pystack3d", "tifffile")
+DEFAULT_TOOLS = tuple(t for t in TOOL_NAMES if t != "stack3d-stored-noplots")
 
 
 def _log(msg: str) -> None:
@@ -85,7 +86,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="runs per tool and size; times are medians (default 3)")
     p.add_argument("--nproc", type=int, default=1,
                    help="processes for both tools: PyStack3D nproc, stack3d workers (processes executor when > 1)")
-    p.add_argument("--tools", default=",".join(TOOL_NAMES), help="comma-separated: " + ",".join(TOOL_NAMES))
+    p.add_argument("--tools", default=",".join(DEFAULT_TOOLS),
+                   help="comma-separated, among: " + ",".join(TOOL_NAMES) + " (default: all but stack3d-stored-noplots)")
     p.add_argument("--steps", default=",".join(ALL_STEPS), help="comma-separated steps (default: all, in order)")
     p.add_argument("--out", type=Path, help="write the Markdown here (default: stdout)")
     p.add_argument("--pystack3d", metavar="PYTHON", help="interpreter with pystack3d 2026.2 "
