@@ -48,13 +48,13 @@ from ._bkg_robust import robust_fit
 __all__ = ["STEPS", "BkgRemoval", "BkgRemovalParams", "BkgState"]
 
 PROFILE_SLICES_2D = 64
+"""In 2D mode (no z skip factor) the X / Y statistics use at most this many slices."""
 
 MAX_SAMPLES_3D = 500_000
 """Most samples of the 3D fit. Every ``skip_z``-th slice is sampled until the samples
 would exceed this; beyond, evenly spaced slices among them, so that the fit's memory
 (a float64 design matrix of ``samples x terms``) stays bounded however long the stack
 (about 50 MB with 12 terms). PyStack3D samples every ``skip_z``-th slice whatever the count."""
-"""In 2D mode (no z skip factor) the X / Y statistics use at most this many slices."""
 
 
 def _tuple_or_none(value: Any) -> tuple[int, ...] | None:
