@@ -50,11 +50,13 @@ __all__ = ["STEPS", "BkgRemoval", "BkgRemovalParams", "BkgState"]
 PROFILE_SLICES_2D = 64
 """In 2D mode (no z skip factor) the X / Y statistics use at most this many slices."""
 
-MAX_SAMPLES_3D = 500_000
-"""Most samples of the 3D fit. Every ``skip_z``-th slice is sampled until the samples
-would exceed this; beyond, evenly spaced slices among them, so that the fit's memory
-(a float64 design matrix of ``samples x terms``) stays bounded however long the stack
-(about 50 MB with 12 terms). PyStack3D samples every ``skip_z``-th slice whatever the count."""
+MAX_DESIGN_ENTRIES_3D = 18_000_000
+"""Most entries (samples x terms) of the 3D fit's float64 design matrix: 144 MB, so 1.5
+million samples with 12 terms (orders [1, 2, 1] with cross terms). Every ``skip_z``-th slice
+is sampled while the design matrix stays within this; beyond, evenly spaced slices among
+them, so that the fit's memory (about 190 bytes per sample with 12 terms, the design matrix
+included) stays bounded however long the stack. PyStack3D samples every ``skip_z``-th slice
+whatever the count; up to the bound both fit the same samples."""
 
 
 def _tuple_or_none(value: Any) -> tuple[int, ...] | None:
@@ -233,15 +235,15 @@ class BkgRemoval(Step):
                                  p.threshold_min, p.threshold_max)
 
     def measure_slices(self, ctx: StepContext) -> Sequence[int] | None:
-        """3D: every ``skip_z``-th slice is sampled (only those are read), at most
-        :data:`MAX_SAMPLES_3D` samples in all (evenly spaced among them beyond)."""
+        """3D: every ``skip_z``-th slice is sampled (only those are read), within
+        :data:`MAX_DESIGN_ENTRIES_3D` (evenly spaced among them beyond)."""
         p = self.params
         if len(p.powers[0]) != 3:
             return None
         strided = range(0, ctx.meta.n, p.skip_factors[2])
         rows, cols = ctx.meta.shape
         per_slice = math.ceil(rows / p.skip_factors[1]) * math.ceil(cols / p.skip_factors[0])
-        most = max(2, MAX_SAMPLES_3D // max(per_slice, 1))
+        most = max(2, MAX_DESIGN_ENTRIES_3D // max(per_slice * len(p.powers), 1))
         if len(strided) <= most:
             return strided
         picks = np.unique(np.linspace(0, len(strided) - 1, most).round().astype(int))
@@ -291,7 +293,8 @@ class BkgRemoval(Step):
         strided = len(range(0, n, self.params.skip_factors[2]))
         if len(sampled) < strided:
             notes.append(f"3D fit: {len(sampled)} of the {strided} slices at skip_z sampled "
-                         f"(at most {MAX_SAMPLES_3D} samples)")
+                         f"(at most {MAX_DESIGN_ENTRIES_3D} design-matrix entries: samples x "
+                         f"{len(powers)} terms)")
         notes.append(f"3D fit on {fit.n} samples from {len(sampled)} slices: {fit.iterations} "
                      f"least-squares solves of the M-estimation, MAD scale {fit.scale:.4g}")
         if fit.n == 0:

@@ -342,15 +342,40 @@ def test_the_3d_fit_samples_a_bounded_number_of_slices_however_long_the_stack() 
     from types import SimpleNamespace
 
     from stack3d_core.stackio import StackMeta
-    from stack3d_steps.bkg_removal import MAX_SAMPLES_3D
+    from stack3d_steps.bkg_removal import MAX_DESIGN_ENTRIES_3D
 
     step = BkgRemoval(BkgRemovalParams(dim=3, orders=(1, 2, 1), cross_terms=True, skip_factors=(4, 4, 2)))
+    terms = len(step.params.powers)
+    assert terms == 12
     per_slice = 64 * 64  # 256 x 256 px at skip 4
-    for n, expected in ((100, 50), (2000, MAX_SAMPLES_3D // per_slice)):
+    for n, expected in ((100, 50), (2000, MAX_DESIGN_ENTRIES_3D // (per_slice * terms))):
         ctx = SimpleNamespace(meta=StackMeta(n=n, shape=(256, 256), dtype="uint16"))
         picked = list(step.measure_slices(ctx))  # type: ignore[arg-type]
         assert len(picked) == expected, n
         assert all(k % 2 == 0 for k in picked) and picked[0] == 0 and picked[-1] == n - 2
-        assert len(picked) * per_slice <= MAX_SAMPLES_3D
+        assert len(picked) * per_slice * terms <= MAX_DESIGN_ENTRIES_3D
     gaps = np.diff(picked)
     assert gaps.max() - gaps.min() <= 2  # evenly spaced along z
+
+
+def test_a_capped_3d_fit_says_so_in_its_log(tmp_path: Path, host: PluginHost,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond MAX_DESIGN_ENTRIES_3D the fit takes evenly spaced slices among the skip_z-th
+    ones, writes how many in log.txt, and still finds the background."""
+    import stack3d_steps.bkg_removal as bkg
+
+    table = {"orders": [1, 2, 1], "cross_terms": True, "skip_factors": [4, 4, 1]}
+    per_slice = 12 * 16  # 48 x 64 px at skip 4
+    monkeypatch.setattr(bkg, "MAX_DESIGN_ENTRIES_3D", 4 * per_slice * 12)  # 4 of the 12 slices
+    folder, config = project(tmp_path, host, table, n=12)
+    run(config, host=host)
+    log = (folder / "process/bkg_removal/outputs/log.txt").read_text()
+    assert "3D fit: 4 of the 12 slices at skip_z sampled" in log and "3D fit on 768 samples from 4 slices" in log
+    monkeypatch.setattr(bkg, "MAX_DESIGN_ENTRIES_3D", 10**9)
+    _, whole, _ = run_step_on_arrays(step(**table), np.stack([make_stack(n_slices=12, shape=(48, 64), **dict(
+        QUIET, noise_sigma=0.02)).observed(k) for k in range(12)]), workdir=tmp_path / "whole")
+    with np.load(folder / "process/bkg_removal/outputs/coefs.npz") as npz:
+        coefs = npz["coefs"][0]
+    full = whole.coefs
+    assert not np.allclose(coefs, full, rtol=1e-9)  # not the same samples...
+    np.testing.assert_allclose(coefs[0], full[0], rtol=0.01)  # ...but the same background level
