@@ -216,7 +216,7 @@ def translate_bilinear(image: np.ndarray, tx: float, ty: float, *, mode: str = "
     nr, nc = imax - imin, jmax - jmin
     rows, row_out = _axis_source(imin + oy, nr + (fy > 0), h, mode)
     cols, col_out = _axis_source(jmin + ox, nc + (fx > 0), w, mode)
-    block = src[rows][:, cols] if isinstance(rows, np.ndarray) or isinstance(cols, np.ndarray) else src[rows, cols]
+    block = src[rows][:, cols]  # views when both are slices
     if row_out is not None or col_out is not None:
         block = block.copy()
         if row_out is not None:
